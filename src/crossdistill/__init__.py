@@ -1,0 +1,1 @@
+"""crossdistill: knowledge transfer between models and between data domains."""

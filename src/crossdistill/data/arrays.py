@@ -1,0 +1,73 @@
+"""In-memory datasets: a pair of tensors sliced by index, never read sample by sample."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+
+@dataclass(frozen=True)
+class ArrayData(Dataset):
+    """Inputs and targets held as two tensors with the same first dimension.
+
+    Attributes:
+        x: inputs, ``(N, ...)`` float32 (images ``(N, C, H, W)`` with values in [0, 1]).
+        y: targets, ``(N,)`` int64 class indices, or ``(N,)`` / ``(N, K)`` float32 for regression.
+    """
+
+    x: Tensor
+    y: Tensor
+
+    def __post_init__(self) -> None:
+        if self.x.shape[0] != self.y.shape[0]:
+            raise ValueError(
+                f"x and y differ in length: x has {self.x.shape[0]} rows, y has {self.y.shape[0]}"
+            )
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.x[index], self.y[index]
+
+    def subset(self, index: Tensor) -> ArrayData:
+        """The rows ``index`` (a ``(M,)`` int64 tensor) as a new dataset."""
+        return ArrayData(self.x[index], self.y[index])
+
+    def map_x(self, fn) -> ArrayData:
+        """The same targets with inputs ``fn(x)`` (e.g. a mapping φ applied once)."""
+        with torch.no_grad():
+            return ArrayData(fn(self.x), self.y)
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset) -> ArrayData:
+        """Materialise any map-style ``Dataset`` of ``(x, y)`` pairs into two stacked tensors."""
+        if isinstance(dataset, ArrayData):
+            return dataset
+        xs, ys = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
+        return cls(torch.stack([torch.as_tensor(x) for x in xs]), torch.as_tensor(ys))
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, ``max(y) + 1`` (classification targets only)."""
+        return int(self.y.max()) + 1
+
+
+def random_indices(n: int, first: int, seed: int) -> tuple[Tensor, Tensor]:
+    """A seeded random choice of ``first`` of ``range(n)`` and the rest, as two int64 tensors.
+
+    The same ``seed`` always gives the same split; the two parts are disjoint and cover ``n``.
+    """
+    if not 0 <= first <= n:
+        raise ValueError(f"cannot take {first} rows from a dataset of {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[:first], order[first:]
+
+
+def random_split(data: ArrayData, first: int, seed: int) -> tuple[ArrayData, ArrayData]:
+    """`random_indices` applied to ``data``: a seeded random part of ``first`` rows, the rest."""
+    chosen, rest = random_indices(len(data), first, seed)
+    return data.subset(chosen), data.subset(rest)

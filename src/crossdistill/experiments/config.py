@@ -1,0 +1,206 @@
+"""Experiment configs: YAML files validated into typed objects before anything runs."""
+
+from __future__ import annotations
+
+import itertools
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+from ..registry import Spec
+
+Sweep = float | list[float]
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the file, the field, expected and found."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainConfig(_Strict):
+    """How one model trains: epochs, batch size (rows per step) and the optimizer spec."""
+
+    epochs: PositiveInt
+    batch_size: PositiveInt = 64
+    optimizer: dict[str, Any] = Field(default_factory=lambda: {"name": "adam", "lr": 1e-3})
+
+
+class DataConfig(_Strict):
+    """The student's data: a registered dataset (``name`` and its settings) split Big/Small/Test.
+
+    ``big_size`` and ``test_size`` optionally keep only a seeded random part of Big and Test
+    (reduced runs for tests and smoke checks).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+    big_size: PositiveInt | None = None
+    test_size: PositiveInt | None = None
+
+    def loader_spec(self) -> dict[str, Any]:
+        """The dataset spec handed to `crossdistill.data.datasets` (without the size limits)."""
+        return {"name": self.name, **(self.model_extra or {})}
+
+
+class TeacherConfig(_Strict):
+    """The teacher: trained once on ``transform`` applied to the Big split of ``data``.
+
+    ``data`` defaults to the experiment's own dataset; ``transform`` is the source-domain map
+    (e.g. the noise the teacher's data carries), applied once before training.
+    """
+
+    model: Spec
+    train: TrainConfig
+    data: DataConfig | None = None
+    transform: Spec = "identity"
+    seed: int = 0
+
+
+class StudentConfig(_Strict):
+    """The student model spec and how it trains (the same for every arm and seed)."""
+
+    model: Spec
+    train: TrainConfig
+
+
+class ArmConfig(_Strict):
+    """One compared method: the loss weight λ (1 = no teacher), temperature T and mapping φ.
+
+    A list for ``lam`` or ``temperature`` is a sweep: the value is chosen on the validation part
+    of Small (never on Test), then the arm is trained on all of Small with it.
+    """
+
+    lam: Sweep
+    temperature: Sweep = 1.0
+    mapping: Spec = "identity"
+    t2_scale: bool = True
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> ArmConfig:
+        for lam in _as_list(self.lam):
+            if not 0.0 <= lam <= 1.0:
+                raise ValueError(f"lam must lie in [0, 1], found {lam}")
+        for temperature in _as_list(self.temperature):
+            if temperature <= 0:
+                raise ValueError(f"temperature must be positive, found {temperature}")
+        return self
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether any swept λ gives the teacher's term a weight."""
+        return any(lam < 1.0 for lam in _as_list(self.lam))
+
+    def settings(self) -> list[tuple[float, float]]:
+        """Every (λ, T) pair of the sweep, in config order."""
+        return list(itertools.product(_as_list(self.lam), _as_list(self.temperature)))
+
+
+class ExperimentConfig(_Strict):
+    """A whole experiment: data, teacher, student, the arms compared, and the seeds."""
+
+    name: str
+    description: str = ""
+    task: Literal["classification", "regression"] = "classification"
+    data: DataConfig
+    teacher: TeacherConfig
+    student: StudentConfig
+    arms: dict[str, ArmConfig]
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    validation: PositiveInt = 200
+    device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _check_components(self) -> ExperimentConfig:
+        from ..data import datasets
+        from ..mappings import mappings
+        from ..models import models
+
+        checks = [
+            (datasets, self.data.loader_spec(), "data"),
+            (models, self.teacher.model, "teacher.model"),
+            (mappings, self.teacher.transform, "teacher.transform"),
+            (models, self.student.model, "student.model"),
+        ]
+        if self.teacher.data is not None:
+            checks.append((datasets, self.teacher.data.loader_spec(), "teacher.data"))
+        for name, arm in self.arms.items():
+            checks.append((mappings, arm.mapping, f"arms.{name}.mapping"))
+        for registry, spec, field in checks:
+            try:
+                registry.check(spec, "in_shape", "num_outputs")
+            except ValueError as error:
+                raise ValueError(f"{field}: {error}") from None
+        if not self.arms:
+            raise ValueError("arms: at least one arm is needed")
+        return self
+
+
+def _as_list(value: Sweep) -> list[float]:
+    return value if isinstance(value, list) else [value]
+
+
+def builtin_configs() -> dict[str, Path]:
+    """The experiments shipped with the package: name → YAML path."""
+    folder = resources.files("crossdistill.configs")
+    return {Path(f.name).stem: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".yaml")}
+
+
+def load_config(source: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    """Read, override and validate a config.
+
+    Args:
+        source: a YAML path or the name of a built-in experiment (see `builtin_configs`).
+        overrides: ``"key.sub=value"`` strings; values are parsed as YAML (``seeds=[0,1]``).
+    """
+    path = Path(source)
+    if not path.suffix:
+        known = builtin_configs()
+        if str(source) not in known:
+            raise ConfigError(
+                f"no experiment {str(source)!r}: expected a YAML file or one of "
+                f"{', '.join(sorted(known))}"
+            )
+        path = known[str(source)]
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields, found {type(raw).__name__}")
+    for override in overrides:
+        _apply_override(raw, override, path)
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = problem["msg"].removeprefix("Value error, ")
+        found = "" if problem["type"] == "missing" else f" (found {problem['input']!r})"
+        raise ConfigError(f"{path}: field {field!r}: {message}{found}") from None
+
+
+def _apply_override(raw: dict[str, Any], override: str, path: Path) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r}: expected key=value, e.g. seeds=[0,1]")
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{path}: override {override!r}: field {part!r} is not a mapping")
+        node = child
+    node[leaf] = yaml.safe_load(text)
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    """The resolved config as YAML (what a run directory's ``config.yaml`` holds)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,160 @@
+"""Distillation losses of SPEC §1.1–1.2: Hinton's soft term and the multi-domain losses.
+
+Every loss is a mean over the batch where SPEC writes a sum over objects i — a constant factor
+1/N that leaves the minimiser unchanged and makes the scale independent of the batch size.
+Teacher outputs are f∘φ(x): the caller applies the mapping φ and runs the teacher (without
+gradients); these functions do not detach them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _check_lam(lam: float) -> None:
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam must be in [0, 1], got {lam}")
+
+
+def _check_temperature(temperature: float) -> None:
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def _mix(
+    lam: float, hard: Tensor, teacher_output: Tensor | None, soft: Callable[[Tensor], Tensor]
+) -> Tensor:
+    """λ·hard + (1 − λ)·soft(teacher_output); at λ = 1 the teacher is unused and may be None."""
+    if lam == 1.0:
+        return hard
+    if teacher_output is None:
+        raise ValueError(f"a teacher output is required when lam < 1 (lam={lam})")
+    return lam * hard + (1.0 - lam) * soft(teacher_output)
+
+
+def kd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float = 1.0,
+    t2_scale: bool = True,
+) -> Tensor:
+    """Hinton's soft term: −Σ_r softmax(v/T)_r · log softmax(z/T)_r averaged over the batch,
+    times T² when ``t2_scale`` (keeps the gradient scale independent of T).
+
+    ``student_logits`` z and ``teacher_logits`` v are (N, R); returns a scalar.
+    """
+    if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
+        raise ValueError(
+            f"student_logits {tuple(student_logits.shape)} and teacher_logits "
+            f"{tuple(teacher_logits.shape)} must both be (N, R)"
+        )
+    _check_temperature(temperature)
+    soft_targets = F.softmax(teacher_logits / temperature, dim=1)
+    loss = F.cross_entropy(student_logits / temperature, soft_targets)
+    return loss * temperature**2 if t2_scale else loss
+
+
+def multidomain_loss(
+    student_logits: Tensor,
+    target: Tensor,
+    teacher_logits: Tensor | None = None,
+    lam: float = 0.5,
+    temperature: float = 1.0,
+    t2_scale: bool = True,
+) -> Tensor:
+    """SPEC §1.2 classification loss: λ·CE(y, softmax(z)) + (1 − λ)·``kd_loss``(z, v, T).
+
+    ``student_logits`` z (N, R), ``target`` y (N,) int64 class indices, ``teacher_logits`` v
+    (N, R) = f∘φ(x) logits, needed unless ``lam`` = 1 (then ignored). The hard term is at T = 1.
+    """
+    _check_lam(lam)
+    hard = F.cross_entropy(student_logits, target)
+    return _mix(
+        lam, hard, teacher_logits, lambda v: kd_loss(student_logits, v, temperature, t2_scale)
+    )
+
+
+def _squared_error(prediction: Tensor, target: Tensor) -> Tensor:
+    """‖a − b‖² summed over output dimensions, averaged over the batch; (N,) or (N, K)."""
+    a, b = prediction.reshape(len(prediction), -1), target.reshape(len(target), -1)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes {tuple(prediction.shape)} and {tuple(target.shape)} do not match")
+    return (a - b).pow(2).sum(dim=1).mean()
+
+
+def regression_distill_loss(
+    prediction: Tensor,
+    target: Tensor,
+    teacher_prediction: Tensor | None = None,
+    lam: float = 0.5,
+) -> Tensor:
+    """SPEC §1.2 regression loss: λ‖y − g‖² + (1 − λ)‖g − f∘φ‖².
+
+    ``prediction`` g, ``target`` y and ``teacher_prediction`` f∘φ(x) are (N,) or (N, K)
+    (an (N, 1) prediction matches an (N,) target); the teacher is needed unless ``lam`` = 1.
+    """
+    _check_lam(lam)
+    hard = _squared_error(prediction, target)
+    return _mix(lam, hard, teacher_prediction, lambda f: _squared_error(prediction, f))
+
+
+class KDLoss(nn.Module):
+    """Module form of :func:`kd_loss`; ``forward`` ignores ``target``."""
+
+    def __init__(self, temperature: float = 1.0, t2_scale: bool = True) -> None:
+        super().__init__()
+        _check_temperature(temperature)
+        self.temperature = temperature
+        self.t2_scale = t2_scale
+
+    def forward(
+        self, output: Tensor, target: Tensor, teacher_output: Tensor | None = None
+    ) -> Tensor:
+        if teacher_output is None:
+            raise ValueError("KDLoss needs teacher_output")
+        return kd_loss(output, teacher_output, self.temperature, self.t2_scale)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, t2_scale={self.t2_scale}"
+
+
+class MultiDomainLoss(nn.Module):
+    """Module form of :func:`multidomain_loss`."""
+
+    def __init__(self, lam: float = 0.5, temperature: float = 1.0, t2_scale: bool = True) -> None:
+        super().__init__()
+        _check_lam(lam)
+        _check_temperature(temperature)
+        self.lam = lam
+        self.temperature = temperature
+        self.t2_scale = t2_scale
+
+    def forward(
+        self, output: Tensor, target: Tensor, teacher_output: Tensor | None = None
+    ) -> Tensor:
+        return multidomain_loss(
+            output, target, teacher_output, self.lam, self.temperature, self.t2_scale
+        )
+
+    def extra_repr(self) -> str:
+        return f"lam={self.lam}, temperature={self.temperature}, t2_scale={self.t2_scale}"
+
+
+class RegressionDistillLoss(nn.Module):
+    """Module form of :func:`regression_distill_loss`."""
+
+    def __init__(self, lam: float = 0.5) -> None:
+        super().__init__()
+        _check_lam(lam)
+        self.lam = lam
+
+    def forward(
+        self, output: Tensor, target: Tensor, teacher_output: Tensor | None = None
+    ) -> Tensor:
+        return regression_distill_loss(output, target, teacher_output, self.lam)
+
+    def extra_repr(self) -> str:
+        return f"lam={self.lam}"

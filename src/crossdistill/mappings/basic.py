@@ -1,0 +1,176 @@
+"""Fixed mappings φ: identity, additive Gaussian noise, dilated convolution, resize, compose.
+
+Each exists as a function on tensors and as a registered ``nn.Module`` holding its settings.
+None has trainable state: parameters and buffers never require grad.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from crossdistill.mappings.base import mappings
+from crossdistill.registry import Spec
+
+
+def _check_images(x: Tensor) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"x must be a batch of images (N, C, H, W), got shape {tuple(x.shape)}")
+
+
+def gaussian_noise(x: Tensor, variance: float, generator: torch.Generator | None = None) -> Tensor:
+    """``x + ε`` with ε ~ N(0, variance) drawn independently per element; any shape.
+
+    ``variance`` is σ², not σ. The noise is drawn on ``generator``'s device (CPU by default) and
+    moved to ``x``'s, so a seeded generator gives the same noise on every device.
+    """
+    if variance < 0:
+        raise ValueError(f"variance must be >= 0, got {variance}")
+    device = generator.device if generator is not None else x.device
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=device)
+    return x + math.sqrt(variance) * noise.to(x.device)
+
+
+def dilated_conv(x: Tensor, kernel: Tensor, dilation: int) -> Tensor:
+    """Convolve each channel of ``x`` (N, C, H, W) separately with the same 2-D ``kernel``
+    (kh, kw) at the given ``dilation``; zero padding keeps the output (N, C, H, W).
+
+    With an odd kernel side the padding is ``dilation * (side - 1) // 2`` on each side.
+    """
+    _check_images(x)
+    if kernel.dim() != 2:
+        raise ValueError(f"kernel must be 2-D (kh, kw), got shape {tuple(kernel.shape)}")
+    channels = x.shape[1]
+    weight = kernel.to(x).expand(channels, 1, *kernel.shape)
+    return F.conv2d(x, weight, padding="same", dilation=dilation, groups=channels)
+
+
+def resize(
+    x: Tensor, size: Sequence[int], channels: int | None = None, mode: str = "bilinear"
+) -> Tensor:
+    """Resize ``x`` (N, C, H, W) to (N, C', *size) with ``F.interpolate`` (``align_corners=False``
+    for the linear and cubic modes); with ``channels`` given, a single channel is replicated to
+    C' = ``channels`` (an input already having ``channels`` channels is kept as is).
+    """
+    _check_images(x)
+    if channels is not None and x.shape[1] not in (1, channels):
+        raise ValueError(f"cannot map {x.shape[1]} channels to channels={channels}; expected 1")
+    align_corners = False if mode in ("linear", "bilinear", "bicubic", "trilinear") else None
+    out = F.interpolate(x, size=tuple(size), mode=mode, align_corners=align_corners)
+    if channels is not None and out.shape[1] != channels:
+        out = out.repeat(1, channels, 1, 1)
+    return out
+
+
+@mappings.register("identity")
+class Identity(nn.Module):
+    """φ(x) = x, any shape (basic distillation, where D_t ⊂ D_s)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+@mappings.register("gaussian_noise")
+class GaussianNoise(nn.Module):
+    """φ(x) = x + N(0, ``variance``), any shape, from an own generator seeded with ``seed``:
+    two instances with the same seed give the same outputs on the same sequence of inputs."""
+
+    def __init__(self, *, variance: float = 0.1, seed: int = 0) -> None:
+        super().__init__()
+        if variance < 0:
+            raise ValueError(f"variance must be >= 0, got {variance}")
+        self.variance = variance
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return gaussian_noise(x, self.variance, self.generator)
+
+    def extra_repr(self) -> str:
+        return f"variance={self.variance}, seed={self.seed}"
+
+
+@mappings.register("dilated_conv")
+class DilatedConv(nn.Module):
+    """Fixed per-channel 2-D convolution (N, C, H, W) → (N, C, H, W), see :func:`dilated_conv`.
+
+    The kernel is ``kernel`` (a square nested list; it then sets ``kernel_size`` and ``seed`` is
+    unused) or else a ``kernel_size`` × ``kernel_size`` draw from N(0, 1) with ``seed``, divided
+    by the sum of its absolute values, so that |φ(x)| ≤ max |x|: the transform keeps the scale
+    of the images instead of amplifying it by a random factor.
+    """
+
+    kernel: Tensor
+
+    def __init__(
+        self,
+        *,
+        kernel_size: int = 3,
+        dilation: int = 2,
+        seed: int = 0,
+        kernel: Sequence[Sequence[float]] | None = None,
+    ) -> None:
+        super().__init__()
+        if kernel is None:
+            generator = torch.Generator().manual_seed(seed)
+            weights = torch.randn(kernel_size, kernel_size, generator=generator)
+            weights = weights / weights.abs().sum()
+        else:
+            weights = torch.tensor(kernel, dtype=torch.float32)
+            if weights.dim() != 2 or weights.shape[0] != weights.shape[1]:
+                raise ValueError(f"kernel must be square 2-D, got shape {tuple(weights.shape)}")
+            kernel_size = weights.shape[0]
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        self.seed = None if kernel is not None else seed
+        self.register_buffer("kernel", weights)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dilated_conv(x, self.kernel, self.dilation)
+
+    def extra_repr(self) -> str:
+        source = f"seed={self.seed}" if self.seed is not None else f"kernel={self.kernel.tolist()}"
+        return f"kernel_size={self.kernel_size}, dilation={self.dilation}, {source}"
+
+
+@mappings.register("resize")
+class Resize(nn.Module):
+    """Resize to ``size`` and optionally replicate one channel to ``channels``, see
+    :func:`resize`; e.g. (N, 1, 8, 8) → (N, 1, 28, 28) or (N, 1, 28, 28) → (N, 3, 32, 32)."""
+
+    def __init__(
+        self,
+        *,
+        size: int | Sequence[int] = (28, 28),
+        channels: int | None = None,
+        mode: str = "bilinear",
+    ) -> None:
+        super().__init__()
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        self.channels = channels
+        self.mode = mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        return resize(x, self.size, self.channels, self.mode)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, channels={self.channels}, mode={self.mode!r}"
+
+
+class Compose(nn.Sequential):
+    """Apply mappings in order: ``Compose(a, b)(x) == b(a(x))``. Its modules are frozen."""
+
+    def __init__(self, *modules: nn.Module) -> None:
+        super().__init__(*modules)
+        self.requires_grad_(False)
+
+
+@mappings.register("compose")
+def compose(*, steps: Sequence[Spec]) -> Compose:
+    """A :class:`Compose` of mappings built by name, e.g.
+    ``{"name": "compose", "steps": ["identity", {"name": "resize", "size": [32, 32]}]}``."""
+    return Compose(*(mappings.build(step) for step in steps))

@@ -1,0 +1,44 @@
+"""Small convolutional networks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from crossdistill.models.base import models
+
+
+@models.register("cnn")
+def cnn(
+    in_shape: Sequence[int],
+    num_outputs: int,
+    channels: Sequence[int] = (32, 64),
+    hidden: int = 128,
+) -> nn.Sequential:
+    """[Conv3×3 (padding 1) → ReLU → MaxPool2] per ``channels`` entry, then Flatten → Linear
+    (``hidden``) → ReLU → Linear: (N, C, H, W) → (N, R).
+
+    Each pooling halves H and W (rounding down), so 28×28, 32×32 and 8×8 inputs all fit the
+    default two stages; an input too small for the stages is a ``ValueError``.
+    """
+    if len(in_shape) != 3:
+        raise ValueError(f"cnn needs in_shape (C, H, W), got {tuple(in_shape)}")
+    in_channels, height, width = in_shape
+    layers: list[nn.Module] = []
+    for out_channels in channels:
+        layers += [
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        ]
+        in_channels, height, width = out_channels, height // 2, width // 2
+    if height < 1 or width < 1:
+        raise ValueError(f"in_shape {tuple(in_shape)} is too small for {len(channels)} poolings")
+    layers += [
+        nn.Flatten(),
+        nn.Linear(in_channels * height * width, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, num_outputs),
+    ]
+    return nn.Sequential(*layers)

@@ -1,0 +1,79 @@
+"""Name → constructor registries, so that a config names a component by a string."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+Spec = str | Mapping[str, Any]
+"""A component in a config: ``"identity"`` or ``{"name": "mlp", "hidden": [64]}``."""
+
+
+class Registry(Generic[T]):
+    """A table of named constructors of one kind of component (models, mappings, ...).
+
+    >>> models = Registry("model")
+    >>> @models.register("mlp")
+    ... def mlp(in_features: int, hidden: list[int], out_features: int): ...
+    >>> models.build({"name": "mlp", "hidden": [64]}, in_features=784, out_features=10)
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._constructors: dict[str, Callable[..., T]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator adding a constructor under ``name``."""
+
+        def add(constructor: Callable[..., T]) -> Callable[..., T]:
+            if name in self._constructors:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._constructors[name] = constructor
+            return constructor
+
+        return add
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._constructors)
+
+    def check(self, spec: Spec, *provided: str) -> None:
+        """Raise ValueError if ``spec`` names no constructor or passes arguments it does not take.
+
+        ``provided`` are the argument names the caller will add at build time. Nothing is built.
+        """
+        name, kwargs = self._split(spec)
+        parameters = inspect.signature(self._constructors[name]).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        unknown = [key for key in kwargs if key not in parameters and not takes_any]
+        if unknown:
+            accepted = [key for key in parameters if key not in provided]
+            raise ValueError(
+                f"{self.kind} {name!r} has no setting {unknown[0]!r}; "
+                f"it accepts {', '.join(accepted) or 'no settings'}"
+            )
+
+    def build(self, spec: Spec, **defaults: Any) -> T:
+        """Construct the component a spec names; ``defaults`` fill arguments the spec leaves out."""
+        name, kwargs = self._split(spec)
+        try:
+            return self._constructors[name](**{**defaults, **kwargs})
+        except TypeError as error:
+            raise ValueError(f"{self.kind} {name!r}: {error}") from error
+
+    def _split(self, spec: Spec) -> tuple[str, dict[str, Any]]:
+        if isinstance(spec, str):
+            name, kwargs = spec, {}
+        else:
+            kwargs = dict(spec)
+            if "name" not in kwargs:
+                raise ValueError(f"{self.kind} spec {kwargs!r} has no 'name' field")
+            name = kwargs.pop("name")
+        if name not in self._constructors:
+            raise ValueError(
+                f"unknown {self.kind} {name!r}; expected one of {', '.join(self.names())}"
+            )
+        return name, kwargs

@@ -1,0 +1,151 @@
+"""Distillation losses against hand computations (numpy, written out from SPEC §1.1–1.2)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from crossdistill.losses import (
+    KDLoss,
+    MultiDomainLoss,
+    RegressionDistillLoss,
+    kd_loss,
+    multidomain_loss,
+    regression_distill_loss,
+)
+
+Z = [[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]]  # student logits
+V = [[2.0, 1.0, 0.0], [1.0, 3.0, -1.0]]  # teacher logits
+Y = [2, 0]
+
+
+def softmax(a: np.ndarray) -> np.ndarray:
+    e = np.exp(a - a.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def hand_kd(temperature: float, t2_scale: bool) -> float:
+    p = softmax(np.array(V) / temperature)
+    log_q = np.log(softmax(np.array(Z) / temperature))
+    per_object = -(p * log_q).sum(axis=1)
+    return per_object.mean() * (temperature**2 if t2_scale else 1.0)
+
+
+def hand_ce() -> float:
+    log_q = np.log(softmax(np.array(Z)))
+    return -np.mean([log_q[i, y] for i, y in enumerate(Y)])
+
+
+def t(a: list) -> torch.Tensor:
+    return torch.tensor(a, dtype=torch.float64)
+
+
+def y() -> torch.Tensor:
+    return torch.tensor(Y)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
+@pytest.mark.parametrize("t2_scale", [True, False])
+def test_kd_loss_matches_hand_computation(temperature: float, t2_scale: bool) -> None:
+    value = kd_loss(t(Z), t(V), temperature, t2_scale)
+    assert value.item() == pytest.approx(hand_kd(temperature, t2_scale), rel=1e-12)
+
+
+def test_kd_loss_closed_form_with_uniform_student() -> None:
+    # softmax of equal student logits is (1/2, 1/2) at any T, so −Σ p log q = log 2.
+    student, teacher = t([[0.0, 0.0]]), t([[5.0, -1.0]])
+    assert kd_loss(student, teacher, 3.0, t2_scale=False).item() == pytest.approx(math.log(2))
+    assert kd_loss(student, teacher, 3.0, t2_scale=True).item() == pytest.approx(9 * math.log(2))
+
+
+def test_kd_loss_is_smallest_when_student_equals_teacher() -> None:
+    assert kd_loss(t(V), t(V), 2.0) < kd_loss(t(Z), t(V), 2.0)
+
+
+def test_kd_loss_rejects_mismatched_shapes_and_bad_temperature() -> None:
+    with pytest.raises(ValueError, match="teacher_logits"):
+        kd_loss(t(Z), t(V)[:, :2])
+    with pytest.raises(ValueError, match="temperature"):
+        kd_loss(t(Z), t(V), temperature=0.0)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 0.5, 1.0])
+def test_multidomain_loss_matches_hand_mixture(lam: float) -> None:
+    value = multidomain_loss(t(Z), y(), t(V), lam=lam, temperature=2.0, t2_scale=True)
+    expected = lam * hand_ce() + (1 - lam) * hand_kd(2.0, True)
+    assert value.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_lam_one_is_plain_cross_entropy_and_ignores_the_teacher() -> None:
+    without = multidomain_loss(t(Z), y(), None, lam=1.0)
+    with_teacher = multidomain_loss(t(Z), y(), t(V), lam=1.0, temperature=5.0)
+    assert without.item() == pytest.approx(hand_ce(), rel=1e-12)
+    assert with_teacher.item() == without.item()
+
+
+def test_lam_zero_is_the_kd_term() -> None:
+    value = multidomain_loss(t(Z), y(), t(V), lam=0.0, temperature=3.0, t2_scale=False)
+    assert value.item() == pytest.approx(hand_kd(3.0, False), rel=1e-12)
+
+
+def test_regression_loss_matches_hand_computation() -> None:
+    g = [[1.0, 2.0], [0.0, -1.0], [3.0, 0.5]]
+    target = [[0.0, 2.5], [1.0, -1.0], [2.0, 0.0]]
+    teacher = [[1.5, 2.0], [0.5, 0.0], [3.0, 1.5]]
+    # ‖y − g‖² per object: 1 + 0.25, 1 + 0, 1 + 0.25 -> mean 3.5 / 3
+    # ‖g − f∘φ‖² per object: 0.25 + 0, 0.25 + 1, 0 + 1 -> mean 2.5 / 3
+    value = regression_distill_loss(t(g), t(target), t(teacher), lam=0.25)
+    assert value.item() == pytest.approx(0.25 * 3.5 / 3 + 0.75 * 2.5 / 3, rel=1e-12)
+
+
+def test_regression_loss_accepts_vector_outputs() -> None:
+    g, target, teacher = t([1.0, 2.0]), t([0.0, 0.0]), t([1.0, 4.0])
+    # hard: (1 + 4) / 2 = 2.5; soft: (0 + 4) / 2 = 2
+    assert regression_distill_loss(g, target, teacher, lam=0.5).item() == pytest.approx(2.25)
+    column = regression_distill_loss(g[:, None], target, teacher, lam=0.5)
+    assert column.item() == pytest.approx(2.25)
+    assert regression_distill_loss(g, target, None, lam=1.0).item() == pytest.approx(2.5)
+
+
+def test_regression_loss_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match="do not match"):
+        regression_distill_loss(t([[1.0, 2.0]]), t([[1.0, 2.0, 3.0]]), lam=1.0)
+
+
+@pytest.mark.parametrize("lam", [-0.1, 1.5])
+def test_bad_lam_is_a_value_error_naming_it(lam: float) -> None:
+    with pytest.raises(ValueError, match=rf"lam.*{lam}"):
+        multidomain_loss(t(Z), y(), t(V), lam=lam)
+    with pytest.raises(ValueError, match=rf"lam.*{lam}"):
+        regression_distill_loss(t(Z), t(Z), t(V), lam=lam)
+    with pytest.raises(ValueError, match="lam"):
+        MultiDomainLoss(lam=lam)
+    with pytest.raises(ValueError, match="lam"):
+        RegressionDistillLoss(lam=lam)
+
+
+def test_missing_teacher_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="teacher"):
+        multidomain_loss(t(Z), y(), None, lam=0.5)
+    with pytest.raises(ValueError, match="teacher"):
+        regression_distill_loss(t(Z), t(Z), None, lam=0.0)
+    with pytest.raises(ValueError, match="teacher"):
+        KDLoss()(t(Z), y())
+
+
+def test_modules_equal_functions_through_one_forward_signature() -> None:
+    ignored_target = torch.zeros(0)
+    assert KDLoss(2.0, False)(t(Z), ignored_target, t(V)).item() == pytest.approx(
+        kd_loss(t(Z), t(V), 2.0, False).item(), rel=1e-12
+    )
+    assert MultiDomainLoss(0.3, 2.0, True)(t(Z), y(), t(V)).item() == pytest.approx(
+        multidomain_loss(t(Z), y(), t(V), 0.3, 2.0, True).item(), rel=1e-12
+    )
+    assert RegressionDistillLoss(0.25)(t(Z), t(V), t(Z) * 2).item() == pytest.approx(
+        regression_distill_loss(t(Z), t(V), t(Z) * 2, 0.25).item(), rel=1e-12
+    )
+
+
+def test_module_repr_shows_settings() -> None:
+    assert "lam=0.3, temperature=2.0, t2_scale=False" in repr(MultiDomainLoss(0.3, 2.0, False))

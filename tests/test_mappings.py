@@ -1,0 +1,164 @@
+"""Mappings φ: shapes, exact values against hand computations, seeding, registry, fingerprint."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from crossdistill.mappings import (
+    Compose,
+    DilatedConv,
+    GaussianNoise,
+    Identity,
+    Resize,
+    dilated_conv,
+    gaussian_noise,
+    mappings,
+    resize,
+)
+from crossdistill.training import fingerprint
+
+
+def images(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_shapes() -> None:
+    assert Resize(size=(32, 32), channels=3)(images(2, 1, 28, 28)).shape == (2, 3, 32, 32)
+    assert Resize(size=28)(images(2, 1, 8, 8)).shape == (2, 1, 28, 28)
+    assert DilatedConv()(images(2, 3, 28, 28)).shape == (2, 3, 28, 28)
+    assert DilatedConv(kernel_size=5)(images(1, 1, 8, 8)).shape == (1, 1, 8, 8)
+    assert GaussianNoise()(images(5, 7)).shape == (5, 7)
+    assert Identity()(images(4)).equal(images(4))
+
+
+def test_resize_is_bilinear_without_corner_alignment() -> None:
+    # align_corners=False samples the 2-pixel row [0, 1] at -0.25, 0.25, 0.75, 1.25 (clamped).
+    x = torch.tensor([[0.0, 1.0], [0.0, 1.0]]).reshape(1, 1, 2, 2)
+    out = resize(x, (4, 4), channels=3)
+    expected_row = torch.tensor([0.0, 0.25, 0.75, 1.0])
+    assert torch.allclose(out, expected_row.expand(1, 3, 4, 4))
+
+
+def test_resize_rejects_channels_it_cannot_replicate() -> None:
+    with pytest.raises(ValueError, match="channels"):
+        resize(images(1, 2, 4, 4), (8, 8), channels=3)
+    assert resize(images(1, 3, 4, 4), (8, 8), channels=3).shape == (1, 3, 8, 8)
+
+
+def test_noise_is_seeded() -> None:
+    x1, x2 = images(3, 4), images(3, 4, seed=1)
+    a, b, c = GaussianNoise(seed=3), GaussianNoise(seed=3), GaussianNoise(seed=4)
+    first_a, second_a = a(x1), a(x2)
+    assert first_a.equal(b(x1)) and second_a.equal(b(x2))
+    assert not first_a.equal(c(x1))
+    assert not (first_a - x1).equal(second_a - x2)  # fresh noise on every call
+
+
+def test_noise_has_the_configured_variance_not_std() -> None:
+    noise = GaussianNoise(variance=0.1, seed=0)(torch.zeros(200_000))
+    assert noise.var().item() == pytest.approx(0.1, rel=0.02)
+    assert noise.mean().item() == pytest.approx(0.0, abs=0.005)
+    generator = torch.Generator().manual_seed(0)
+    assert gaussian_noise(torch.ones(100_000), 4.0, generator).var().item() == pytest.approx(
+        4.0, rel=0.03
+    )
+
+
+def test_dilated_conv_equals_hand_built_conv2d() -> None:
+    kernel = torch.arange(9.0).reshape(3, 3) - 4
+    x = images(2, 3, 9, 9)
+    weight = kernel.reshape(1, 1, 3, 3).repeat(3, 1, 1, 1)
+    expected = F.conv2d(x, weight, padding=2, dilation=2, groups=3)
+    assert torch.allclose(dilated_conv(x, kernel, 2), expected)
+    assert torch.allclose(DilatedConv(kernel=kernel.tolist())(x), expected)
+
+
+def test_dilated_conv_places_kernel_taps_two_pixels_apart() -> None:
+    # out[i, j] = Σ_ab k[a, b] x[i + 2(a − 1), j + 2(b − 1)]; a unit impulse at (4, 4) puts k[a, b]
+    # at (4 − 2(a − 1), 4 − 2(b − 1)), e.g. k[0, 0] at (6, 6) and k[2, 2] at (2, 2).
+    kernel = torch.arange(1.0, 10.0).reshape(3, 3)
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 4, 4] = 1.0
+    out = dilated_conv(x, kernel, dilation=2)[0, 0]
+    expected = torch.zeros(9, 9)
+    for a in range(3):
+        for b in range(3):
+            expected[4 - 2 * (a - 1), 4 - 2 * (b - 1)] = kernel[a, b]
+    assert out.equal(expected)
+
+
+def test_default_kernel_is_seeded_and_normalised() -> None:
+    conv = DilatedConv(kernel_size=3, seed=5)
+    assert conv.kernel.abs().sum().item() == pytest.approx(1.0)
+    assert conv.kernel.equal(DilatedConv(seed=5).kernel)
+    assert not conv.kernel.equal(DilatedConv(seed=6).kernel)
+    assert "kernel" in conv.state_dict()
+
+
+def test_compose_applies_steps_in_order() -> None:
+    up, conv = Resize(size=(6, 6)), DilatedConv(seed=1)
+    x = images(1, 1, 3, 3)
+    composed = Compose(up, conv)(x)
+    assert composed.equal(conv(up(x)))
+    assert not torch.allclose(composed, up(conv(x)))
+
+
+def test_build_by_name_from_dict_specs() -> None:
+    noise = mappings.build({"name": "gaussian_noise", "variance": 0.2, "seed": 7})
+    assert isinstance(noise, GaussianNoise) and (noise.variance, noise.seed) == (0.2, 7)
+    chain = mappings.build(
+        {
+            "name": "compose",
+            "steps": [{"name": "resize", "size": [32, 32], "channels": 3}, "identity"],
+        }
+    )
+    assert isinstance(chain, Compose) and isinstance(chain[1], Identity)
+    assert chain[0].size == (32, 32)
+    assert chain(images(2, 1, 28, 28)).shape == (2, 3, 32, 32)
+
+
+def test_unknown_name_lists_the_registered_names() -> None:
+    with pytest.raises(ValueError, match="dilated_conv.*gaussian_noise.*identity"):
+        mappings.build("blur")
+
+
+@pytest.mark.parametrize("name", ["identity", "gaussian_noise", "dilated_conv", "resize"])
+def test_mappings_hold_nothing_trainable(name: str) -> None:
+    module = mappings.build({"name": "compose", "steps": [name]})
+    assert not any(t.requires_grad for t in [*module.parameters(), *module.buffers()])
+
+
+def test_repr_shows_settings() -> None:
+    assert "variance=0.1, seed=3" in repr(GaussianNoise(seed=3))
+    assert "kernel_size=5, dilation=2, seed=1" in repr(DilatedConv(kernel_size=5, seed=1))
+    assert "kernel=[[0.0, 1.0], [1.0, 0.0]]" in repr(DilatedConv(kernel=[[0, 1], [1, 0]]))
+    assert "size=(32, 32), channels=3, mode='bilinear'" in repr(Resize(size=32, channels=3))
+
+
+def test_fingerprint_is_stable_and_tracks_settings() -> None:
+    base = fingerprint(GaussianNoise(variance=0.1, seed=0))
+    assert base == fingerprint(GaussianNoise(variance=0.1, seed=0))
+    assert base != fingerprint(GaussianNoise(variance=0.1, seed=1))
+    assert base != fingerprint(GaussianNoise(variance=0.2, seed=0))
+    conv = fingerprint(DilatedConv(kernel=[[1.0, 0.0], [0.0, 0.0]]))
+    assert conv == fingerprint(DilatedConv(kernel=[[1.0, 0.0], [0.0, 0.0]]))
+    assert conv != fingerprint(DilatedConv(kernel=[[1.0, 0.0], [0.0, 1e-6]]))
+    assert fingerprint(DilatedConv(seed=0)) != fingerprint(DilatedConv(seed=1))
+    assert fingerprint(Compose(Identity(), GaussianNoise(seed=0))) != fingerprint(
+        Compose(Identity(), GaussianNoise(seed=1))
+    )
+
+
+def test_fingerprint_sees_buffer_bytes_beyond_repr() -> None:
+    conv = DilatedConv(seed=0)
+    before = fingerprint(conv)
+    conv.kernel[0, 0] += 1.0
+    assert fingerprint(conv) != before
+
+
+def test_fingerprint_sees_the_generator_seed_beyond_repr() -> None:
+    noise = GaussianNoise(seed=0)
+    before = fingerprint(noise)
+    noise.generator.manual_seed(5)
+    assert repr(noise) == "GaussianNoise(variance=0.1, seed=0)"
+    assert fingerprint(noise) != before
