@@ -40,16 +40,6 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
-@pytest.fixture(scope="module")
-def data_root() -> Path:
-    """The shared real data (``$CROSSDISTILL_TEST_DATA``, else ``shared/data`` beside the repo)."""
-    default = Path(__file__).resolve().parents[2] / "shared" / "data"
-    root = Path(os.environ.get("CROSSDISTILL_TEST_DATA", default))
-    if not root.is_dir():
-        pytest.skip(f"real data folder {root} is missing")
-    return root
-
-
 def _row_keys(*parts: ArrayData) -> list[bytes]:
     """Sorted digests of the (x, y) rows of ``parts``: equal lists mean equal multisets of rows."""
     return sorted(

@@ -1,4 +1,4 @@
-"""Command line: ``crossdistill run CONFIG [key=value ...] [--out DIR]`` and ``crossdistill list``."""
+"""The ``crossdistill`` command: ``run CONFIG [key=value ...] [--out DIR]`` and ``list``."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from .arrays import ArrayData, random_split
 from .datasets import DomainSplits, datasets, load_idx_pair
 from .idx import DataFormatError, read_idx, write_idx
 from .sources import ChecksumError, RemoteFile, cache_dir, locate
+from .synthetic import synthetic_regression
 
 __all__ = [
     "ArrayData",
@@ -17,5 +18,6 @@ __all__ = [
     "locate",
     "random_split",
     "read_idx",
+    "synthetic_regression",
     "write_idx",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +38,7 @@ class ArrayData(Dataset):
         """The rows ``index`` (a ``(M,)`` int64 tensor) as a new dataset."""
         return ArrayData(self.x[index], self.y[index])
 
-    def map_x(self, fn) -> ArrayData:
+    def map_x(self, fn: Callable[[Tensor], Tensor]) -> ArrayData:
         """The same targets with inputs ``fn(x)`` (e.g. a mapping φ applied once)."""
         with torch.no_grad():
             return ArrayData(fn(self.x), self.y)

@@ -124,7 +124,7 @@ def _domain_splits(train: ArrayData, test: ArrayData, small: int, seed: int) -> 
     return DomainSplits(big=big_part, small=small_part, test=test)
 
 
-def _held_out(data: ArrayData, test: int, small: int, seed: int) -> DomainSplits:
+def split_held_out(data: ArrayData, test: int, small: int, seed: int) -> DomainSplits:
     """Take a seeded random Test of ``test`` rows out of ``data``, then split the rest."""
     if not 0 < test < len(data):
         raise ValueError(f"test must be between 1 and {len(data) - 1}, got {test}")
@@ -182,7 +182,7 @@ def mnist_10k(
     """
     root = locate("mnist-10k", _MNIST_10K_FILES, (), data_dir, download)
     images, labels = (root / file.name for file in _MNIST_10K_FILES)
-    return _held_out(load_idx_pair(images, labels), test, small, seed)
+    return split_held_out(load_idx_pair(images, labels), test, small, seed)
 
 
 @datasets.register("digits")
@@ -200,7 +200,7 @@ def digits(
     """
     bunch = load_digits()
     x = torch.from_numpy(bunch.images).float().div_(16).unsqueeze(1)
-    return _held_out(ArrayData(x, torch.from_numpy(bunch.target).long()), test, small, seed)
+    return split_held_out(ArrayData(x, torch.from_numpy(bunch.target).long()), test, small, seed)
 
 
 @datasets.register("diabetes")
@@ -221,4 +221,4 @@ def diabetes(
     """
     bunch = load_diabetes()
     data = ArrayData(torch.from_numpy(bunch.data).float(), torch.from_numpy(bunch.target).float())
-    return _held_out(data, test, small, seed)
+    return split_held_out(data, test, small, seed)

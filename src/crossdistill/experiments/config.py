@@ -5,12 +5,37 @@ from __future__ import annotations
 import itertools
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
-from ..registry import Spec
+from ..data import datasets
+from ..mappings import mappings
+from ..models import models
+from ..registry import Registry, Spec
+
+
+def _registered(registry: Registry) -> AfterValidator:
+    """A validator: the spec names a registered component and only settings it accepts."""
+
+    def check(spec: Spec) -> Spec:
+        registry.check(spec, "in_shape", "num_outputs")
+        return spec
+
+    return AfterValidator(check)
+
+
+ModelSpec = Annotated[Spec, _registered(models)]
+MappingSpec = Annotated[Spec, _registered(mappings)]
 
 Sweep = float | list[float]
 
@@ -43,6 +68,11 @@ class DataConfig(_Strict):
     big_size: PositiveInt | None = None
     test_size: PositiveInt | None = None
 
+    @model_validator(mode="after")
+    def _check_loader(self) -> DataConfig:
+        datasets.check(self.loader_spec())
+        return self
+
     def loader_spec(self) -> dict[str, Any]:
         """The dataset spec handed to `crossdistill.data.datasets` (without the size limits)."""
         return {"name": self.name, **(self.model_extra or {})}
@@ -55,17 +85,17 @@ class TeacherConfig(_Strict):
     (e.g. the noise the teacher's data carries), applied once before training.
     """
 
-    model: Spec
+    model: ModelSpec
     train: TrainConfig
     data: DataConfig | None = None
-    transform: Spec = "identity"
+    transform: MappingSpec = "identity"
     seed: int = 0
 
 
 class StudentConfig(_Strict):
     """The student model spec and how it trains (the same for every arm and seed)."""
 
-    model: Spec
+    model: ModelSpec
     train: TrainConfig
 
 
@@ -78,7 +108,7 @@ class ArmConfig(_Strict):
 
     lam: Sweep
     temperature: Sweep = 1.0
-    mapping: Spec = "identity"
+    mapping: MappingSpec = "identity"
     t2_scale: bool = True
 
     @model_validator(mode="after")
@@ -110,35 +140,10 @@ class ExperimentConfig(_Strict):
     data: DataConfig
     teacher: TeacherConfig
     student: StudentConfig
-    arms: dict[str, ArmConfig]
+    arms: dict[str, ArmConfig] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     validation: PositiveInt = 200
     device: str = "cpu"
-
-    @model_validator(mode="after")
-    def _check_components(self) -> ExperimentConfig:
-        from ..data import datasets
-        from ..mappings import mappings
-        from ..models import models
-
-        checks = [
-            (datasets, self.data.loader_spec(), "data"),
-            (models, self.teacher.model, "teacher.model"),
-            (mappings, self.teacher.transform, "teacher.transform"),
-            (models, self.student.model, "student.model"),
-        ]
-        if self.teacher.data is not None:
-            checks.append((datasets, self.teacher.data.loader_spec(), "teacher.data"))
-        for name, arm in self.arms.items():
-            checks.append((mappings, arm.mapping, f"arms.{name}.mapping"))
-        for registry, spec, field in checks:
-            try:
-                registry.check(spec, "in_shape", "num_outputs")
-            except ValueError as error:
-                raise ValueError(f"{field}: {error}") from None
-        if not self.arms:
-            raise ValueError("arms: at least one arm is needed")
-        return self
 
 
 def _as_list(value: Sweep) -> list[float]:

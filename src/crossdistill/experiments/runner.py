@@ -17,7 +17,7 @@ from ..mappings import mappings
 from ..methods import distillation_loss
 from ..models import count_parameters, models
 from ..training import TeacherCache, evaluate, fit, metrics
-from .config import ArmConfig, DataConfig, ExperimentConfig, dump_config
+from .config import ArmConfig, DataConfig, ExperimentConfig, TrainConfig, dump_config
 from .report import TABLE_COLUMNS, markdown_table, plot_curves, summarize, write_csv
 
 SELECTION_SEED = 0
@@ -44,9 +44,11 @@ class Experiment:
 
     def run(self) -> list[dict]:
         """Train everything not already finished, write all outputs and return the table rows."""
+        splits = self._load(self.config.data)  # a missing or corrupt file fails before any output
         self._claim_directory()
-        splits = self._load(self.config.data)
-        num_outputs = splits.small.num_classes if self.task == "classification" else 1
+        num_outputs = (
+            splits.small.num_classes if self.task == "classification" else splits.small.y.shape[1]
+        )
         teacher = self._train_teacher(splits, num_outputs)
         cache = TeacherCache(self.out / "cache")
         student_params = count_parameters(self._student(splits.small, num_outputs, seed=0))
@@ -54,11 +56,10 @@ class Experiment:
         selection: list[dict] = []
         values: dict[tuple[str, str], list[float]] = defaultdict(list)
         for name, arm in self.config.arms.items():
-            phi = mappings.build(arm.mapping)
             small_out = test_out = None
-            if arm.uses_teacher:
-                small_out = cache.outputs(teacher, phi, splits.small.x)
-                test_out = cache.outputs(teacher, phi, splits.test.x)
+            if arm.uses_teacher:  # a fresh φ per call: a seeded noise φ restarts from its seed
+                small_out = cache.outputs(teacher, mappings.build(arm.mapping), splits.small.x)
+                test_out = cache.outputs(teacher, mappings.build(arm.mapping), splits.test.x)
             lam, temperature = self._choose(
                 name, arm, splits.small, small_out, num_outputs, selection
             )
@@ -74,7 +75,7 @@ class Experiment:
                     seed=seed,
                     validate=lambda model: evaluate(model, splits.test, self.task),
                     checkpoint=self.out / "checkpoints" / f"{name}-seed{seed}.pt",
-                    progress=f"{name} seed {seed}",
+                    progress=self._label(f"{name} seed {seed}"),
                     **self._training(self.config.student.train),
                 )
                 rows += [
@@ -114,7 +115,10 @@ class Experiment:
         splits = DomainSplits(big=big, small=splits.small, test=test)
         return _standardize_targets(splits) if self.task == "regression" else splits
 
-    def _training(self, train) -> dict:
+    def _label(self, text: str) -> str | bool:
+        return text if self.progress else False
+
+    def _training(self, train: TrainConfig) -> dict:
         return {
             "epochs": train.epochs,
             "batch_size": train.batch_size,
@@ -145,7 +149,7 @@ class Experiment:
             seed=spec.seed,
             validate=lambda model: evaluate(model, test, self.task),
             checkpoint=self.out / "checkpoints" / "teacher.pt",
-            progress="teacher",
+            progress=self._label("teacher"),
             **self._training(spec.train),
         )
         write_csv(history, self.out / "teacher.csv")
@@ -183,7 +187,7 @@ class Experiment:
                     / "checkpoints"
                     / "selection"
                     / f"{name}-lam{lam:g}-T{temperature:g}-seed{seed}.pt",
-                    progress=f"{name} λ={lam:g} T={temperature:g} seed {seed} (validation)",
+                    progress=self._label(f"{name} λ={lam:g} T={temperature:g} seed {seed} (val)"),
                     **self._training(self.config.student.train),
                 )
                 score = evaluate(student, valid, self.task)

@@ -12,12 +12,14 @@ from crossdistill.mappings.basic import (
     gaussian_noise,
     resize,
 )
+from crossdistill.mappings.linear import RandomProjection
 
 __all__ = [
     "Compose",
     "DilatedConv",
     "GaussianNoise",
     "Identity",
+    "RandomProjection",
     "Resize",
     "compose",
     "dilated_conv",

@@ -1,0 +1,250 @@
+"""Epoch time of the training loop: distillation with cached teacher outputs, distillation with
+the teacher run on every batch, and `fit` against a bare hand-written PyTorch loop.
+
+Every variant trains a freshly initialised 784-64-10 MLP (same seed, same weights) on
+FashionMNIST-Small (1 000 images, batch 64, Adam lr 1e-3); the variants are timed in turn within
+each repeat and the medians over repeats are printed. ``benchmarks/README.md`` explains each
+number; ``python benchmarks/epoch_time.py --help`` lists the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from crossdistill.data.arrays import ArrayData
+from crossdistill.data.datasets import datasets
+from crossdistill.losses import MultiDomainLoss
+from crossdistill.mappings import mappings
+from crossdistill.models import models
+from crossdistill.training import TeacherCache, fit
+
+SEED = 0
+SMALL = 1000
+BATCH_SIZE = 64
+LR = 1e-3
+IN_SHAPE = (1, 28, 28)
+NUM_CLASSES = 10
+STUDENT = {"name": "mlp", "hidden": [64]}
+TEACHER = {"name": "mlp", "hidden": [512, 512]}
+LAM, TEMPERATURE = 0.5, 4.0
+
+BARE = "bare PyTorch loop, CE"
+CE = "fit, CE (lam=1, no teacher)"
+KD_CACHED = "fit, KD, cached teacher outputs"
+KD_ONLINE = "fit, KD, teacher run every batch"
+RATIOS = (
+    ("(a) KD cached / CE", KD_CACHED, CE, 1.05),
+    ("(b) KD every batch / CE", KD_ONLINE, CE, None),
+    ("(c) fit CE / bare loop", CE, BARE, 1.10),
+)
+"""Printed ratios: name, numerator, denominator, target (None: shown for contrast only)."""
+
+Variant = Callable[[nn.Module, int], None]
+"""Trains a fresh student in place for the given number of epochs."""
+
+
+class StashInput(nn.Module):
+    """Wraps a student: ``forward(x)`` returns ``student(x)`` and keeps ``x`` in ``last_input``."""
+
+    def __init__(self, student: nn.Module) -> None:
+        super().__init__()
+        self.student = student
+        self.last_input: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.last_input = x
+        return self.student(x)
+
+
+class OnlineTeacherLoss(nn.Module):
+    """``loss(output, target, teacher(φ(x)))`` with the teacher run, without gradients, on the
+    batch ``x`` that ``stash`` last saw: the per-batch way of distilling, for contrast.
+
+    ``forward`` ignores its ``teacher_output`` argument (`fit` passes None without a cache).
+    """
+
+    def __init__(
+        self, loss: nn.Module, teacher: nn.Module, mapping: nn.Module, stash: StashInput
+    ) -> None:
+        super().__init__()
+        self.loss = loss
+        self.teacher = teacher.eval()
+        self.mapping = mapping
+        self.stash = stash
+
+    def forward(
+        self, output: Tensor, target: Tensor, teacher_output: Tensor | None = None
+    ) -> Tensor:
+        with torch.no_grad():
+            computed = self.teacher(self.mapping(self.stash.last_input))
+        return self.loss(output, target, computed)
+
+
+def bare_loop(model: nn.Module, data: ArrayData, epochs: int) -> None:
+    """Plain cross-entropy training with nothing but randperm slices and Adam steps."""
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    order = torch.Generator().manual_seed(SEED)
+    model.train()
+    for _ in range(epochs):
+        for index in torch.randperm(len(data), generator=order).split(BATCH_SIZE):
+            loss = F.cross_entropy(model(data.x[index]), data.y[index])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
+def variants(
+    data: ArrayData, teacher: nn.Module, mapping: nn.Module, teacher_outputs: Tensor
+) -> dict[str, Variant]:
+    """The four trainings timed, by label, in the order they run within a repeat."""
+    optimizer = {"name": "adam", "lr": LR}
+    kd = MultiDomainLoss(lam=LAM, temperature=TEMPERATURE)
+    ce = MultiDomainLoss(lam=1.0)
+
+    def train(model: nn.Module, loss: nn.Module, epochs: int, outputs: Tensor | None) -> None:
+        fit(
+            model,
+            loss,
+            data,
+            epochs=epochs,
+            teacher_outputs=outputs,
+            batch_size=BATCH_SIZE,
+            optimizer=optimizer,
+            seed=SEED,
+        )
+
+    def online(model: nn.Module, epochs: int) -> None:
+        stash = StashInput(model)
+        train(stash, OnlineTeacherLoss(kd, teacher, mapping, stash), epochs, None)
+
+    return {
+        BARE: lambda model, epochs: bare_loop(model, data, epochs),
+        CE: lambda model, epochs: train(model, ce, epochs, None),
+        KD_CACHED: lambda model, epochs: train(model, kd, epochs, teacher_outputs),
+        KD_ONLINE: online,
+    }
+
+
+def student() -> nn.Module:
+    """A freshly initialised 784-64-10 MLP, identical at every call."""
+    torch.manual_seed(SEED)
+    return models.build(STUDENT, in_shape=IN_SHAPE, num_outputs=NUM_CLASSES)
+
+
+def seconds(run: Callable[..., object], *args: object) -> float:
+    """Wall-clock seconds ``run(*args)`` takes."""
+    start = time.perf_counter()
+    run(*args)
+    return time.perf_counter() - start
+
+
+def measure(named: dict[str, Variant], repeats: int, epochs: int) -> dict[str, list[float]]:
+    """Seconds per epoch of each variant in each repeat, the variants run round-robin.
+
+    Each repeat starts one variant later than the previous one, so that no variant always runs
+    first (right after a pause) or last.
+    """
+    labels = list(named)
+    times: dict[str, list[float]] = {label: [] for label in labels}
+    for repeat in range(repeats):
+        for k in range(len(labels)):
+            label = labels[(repeat + k) % len(labels)]
+            times[label].append(seconds(named[label], student(), epochs) / epochs)
+    return times
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two models hold exactly equal parameters."""
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def report(times: dict[str, list[float]], fills: list[float], data: ArrayData, epochs: int) -> None:
+    """Print the setting, the median ms/epoch of each variant and the ratios against targets.
+
+    A ratio is the median over repeats of the ratio within each repeat (the two variants ran
+    back to back), with its smallest and largest value.
+    """
+    repeats = len(fills)
+    print("crossdistill epoch-time benchmark")
+    print(
+        f"machine: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.machine()}"
+    )
+    print(
+        f"data:    FashionMNIST-Small, {len(data)} images, batch {BATCH_SIZE} "
+        f"({-(-len(data) // BATCH_SIZE)} steps/epoch), Adam lr {LR:g}"
+    )
+    print(
+        "models:  student 784-64-10 MLP; teacher 784-512-512-10 MLP (random init); "
+        f"KD lam={LAM:g}, T={TEMPERATURE:g}"
+    )
+    print(
+        f"timing:  median of {repeats} repeats x {epochs} epochs, variants interleaved round-robin"
+    )
+    print()
+    print(f"{'variant':<40}{'ms/epoch':>10}")
+    for label, values in times.items():
+        print(f"{label:<40}{1000 * statistics.median(values):>10.2f}")
+    fill = f"{1000 * statistics.median(fills):.2f} ms"
+    print(f"{'teacher cache fill (once per run)':<40}{fill:>13}")
+    print()
+    print(f"{'ratio':<28}{'median':>8}{'min':>8}{'max':>8}  target")
+    for name, numerator, denominator, target in RATIOS:
+        paired = [a / b for a, b in zip(times[numerator], times[denominator], strict=True)]
+        median = statistics.median(paired)
+        verdict = "(contrast)"
+        if target is not None:
+            verdict = f"<= {target:.2f} {'ok' if median <= target else 'MISS'}"
+        print(f"{name:<28}{median:>8.3f}{min(paired):>8.3f}{max(paired):>8.3f}  {verdict}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the options, run the benchmark and print the report."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding fashion-mnist/ (default: $CROSSDISTILL_DATA, then the cache)",
+    )
+    parser.add_argument("--repeats", type=int, default=15, help="timed repeats (default 15)")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs per repeat (default 20)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.epochs < 1:
+        parser.error("--repeats and --epochs must be at least 1")
+
+    spec = {"name": "fashion_mnist", "small": SMALL, "seed": SEED}
+    if args.data_dir is not None:
+        spec["data_dir"] = args.data_dir
+    data = datasets.build(spec).small
+    torch.manual_seed(SEED)
+    teacher = models.build(TEACHER, in_shape=IN_SHAPE, num_outputs=NUM_CLASSES).eval()
+    mapping = mappings.build("identity")
+
+    fills = [seconds(TeacherCache().outputs, teacher, mapping, data.x) for _ in range(args.repeats)]
+    named = variants(data, teacher, mapping, TeacherCache().outputs(teacher, mapping, data.x))
+
+    # Warm-up, one untimed epoch each; it also checks that fit and the bare loop do the same work.
+    warm = {label: student() for label in named}
+    for label, model in warm.items():
+        named[label](model, 1)
+    times = measure(named, args.repeats, args.epochs)
+
+    report(times, fills, data, args.epochs)
+    print()
+    print(
+        f"fit CE and the bare loop end with identical weights: {same_weights(warm[BARE], warm[CE])}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The shared real data (``$CROSSDISTILL_TEST_DATA``, else ``shared/data`` beside the repo).
+
+    Skips when the folder is missing on a developer's machine; in CI (``$CI`` set) it must exist.
+    """
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    root = Path(os.environ.get("CROSSDISTILL_TEST_DATA", default))
+    if not root.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"real data folder {root} is missing in CI")
+        pytest.skip(f"real data folder {root} is missing")
+    return root

@@ -1,0 +1,155 @@
+"""Experiments end to end: the CLI, the run-directory contract, the cache and resuming."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+import crossdistill.training.cache as cache_module
+from crossdistill.cli import main
+from crossdistill.experiments import runner
+from crossdistill.experiments.config import load_config
+from crossdistill.experiments.runner import run_experiment
+
+TINY_DIGITS = [
+    "data.small=150",
+    "validation=40",
+    "teacher.train.epochs=3",
+    "student.train.epochs=4",
+]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.mark.slow
+def test_cli_run_on_real_fashion_mnist(data_root, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("CROSSDISTILL_DATA", str(data_root))
+    out = tmp_path / "run"
+    status = main(
+        [
+            "run",
+            "fmnist_noise",
+            "data.big_size=3000",
+            "data.test_size=1000",
+            "teacher.train.epochs=2",
+            "student.train.epochs=3",
+            "seeds=[0,1]",
+            "arms.teacher.lam=[0.5,0.9]",
+            "arms.teacher.temperature=2",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "| no_teacher |" in printed and "| teacher |" in printed
+
+    config = load_config(out / "config.yaml")
+    assert config.seeds == [0, 1] and config.data.big_size == 3000
+
+    metrics = _rows(out / "metrics.csv")
+    assert len(metrics) == 2 * 2 * 3  # arms × seeds × epochs
+    assert {"arm", "seed", "epoch", "lam", "temperature", "accuracy", "cross_entropy"} <= set(
+        metrics[0]
+    )
+    assert {(r["arm"], r["seed"]) for r in metrics} == {
+        (arm, seed) for arm in ("no_teacher", "teacher") for seed in ("0", "1")
+    }
+
+    with (out / "table.csv").open() as file:
+        assert file.readline().strip() == "arm,metric,mean,std,n"
+    table = {(r["arm"], r["metric"]): r for r in _rows(out / "table.csv")}
+    assert table["teacher", "accuracy"]["n"] == "2"
+    last = [float(r["accuracy"]) for r in metrics if r["arm"] == "teacher" and r["epoch"] == "3"]
+    assert float(table["teacher", "accuracy"]["mean"]) == pytest.approx(sum(last) / 2)
+    assert float(table["teacher", "lam"]["mean"]) in (0.5, 0.9)
+    assert int(float(table["teacher", "teacher_parameters"]["mean"])) > int(
+        float(table["teacher", "parameters"]["mean"])
+    )
+    assert len(_rows(out / "selection.csv")) == 2 * 2  # λ values × seeds, on validation
+    assert "test accuracy" in (out / "table.md").read_text()
+    for figure in ("accuracy.png", "cross_entropy.png"):
+        assert (out / "figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_runs_the_teacher_once_over_the_student_data(tmp_path, monkeypatch) -> None:
+    fed: list[int] = []
+    original = cache_module.predict
+
+    def counting(model, x, *args, **kwargs):
+        fed.append(len(x))
+        return original(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "predict", counting)
+    config = load_config(
+        "digits",
+        [*TINY_DIGITS, "arms.teacher.lam=[0.1,0.3,0.5,0.7,0.9]", "arms.teacher.temperature=2"],
+    )
+    assert len(config.arms["teacher"].settings()) == 5 and len(config.seeds) == 3
+    run_experiment(config, tmp_path / "run", progress=False)
+    assert fed == [150, 397]  # Small once (for all 5 λ × 3 seeds and the final arm), Test once
+
+    fed.clear()
+    run_experiment(config, tmp_path / "run", progress=False)  # a rerun reads everything back
+    assert fed == []
+
+
+def test_interrupted_experiment_resumes_to_the_same_results(tmp_path, monkeypatch) -> None:
+    config = load_config("digits", [*TINY_DIGITS, "arms.teacher.lam=[0.3,0.7]", "seeds=[0,1]"])
+    run_experiment(config, tmp_path / "whole", progress=False)
+
+    original, calls = runner.evaluate, {"n": 0}
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise KeyboardInterrupt("simulated crash")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "evaluate", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(runner, "evaluate", original)
+    run_experiment(config, tmp_path / "resumed", progress=False)
+
+    for name in ("metrics.csv", "selection.csv", "table.csv", "teacher.csv"):
+        assert (tmp_path / "resumed" / name).read_text() == (tmp_path / "whole" / name).read_text()
+
+
+def test_bad_config_is_named_and_leaves_no_output(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["run", "digits", "student.train.epochs=many", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "student.train.epochs" in error and "many" in error
+    assert not out.exists()
+
+
+def test_a_run_directory_of_another_config_is_refused(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["run", "digits", *TINY_DIGITS, "seeds=[0]", "--out", str(out), "--quiet"]) == 0
+    assert main(["run", "digits", *TINY_DIGITS, "seeds=[1]", "--out", str(out), "--quiet"]) == 2
+    assert "different config" in capsys.readouterr().err
+
+
+def test_list_shows_the_experiments(capsys) -> None:
+    assert main(["list"]) == 0
+    listing = capsys.readouterr().out
+    for name in ("digits", "fmnist_identity", "fmnist_noise", "fmnist_dilation"):
+        assert name in listing
+
+
+def test_missing_data_is_named_and_leaves_no_output(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("CROSSDISTILL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CROSSDISTILL_DATA", raising=False)
+    out = tmp_path / "run"
+    argv = ["run", "fmnist_identity", f"data.data_dir={tmp_path / 'empty'}", "data.download=false"]
+    assert main([*argv, "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "fashion-mnist" in error and "CROSSDISTILL_DATA" in error
+    assert not out.exists()

@@ -1,0 +1,183 @@
+"""The training loop, resume after interruption, evaluation, and the teacher-output cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crossdistill.data import ArrayData
+from crossdistill.losses import MultiDomainLoss
+from crossdistill.mappings import GaussianNoise, Identity
+from crossdistill.methods import distill
+from crossdistill.training import TeacherCache, evaluate, fit, metrics
+
+
+def _blobs(n: int = 96, seed: int = 0) -> ArrayData:
+    """Three Gaussian blobs in 2-D, shaped as tiny 1×2×2 'images' with 3 classes."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    centres = torch.tensor([[2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 2.0, 0]])
+    x = centres[y] + 0.5 * torch.randn(n, 4, generator=g)
+    return ArrayData(x.reshape(n, 1, 2, 2), y)
+
+
+def _model(seed: int, dropout: float = 0.0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(4, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 3)
+    )
+
+
+def test_fit_learns_and_reports_each_epoch() -> None:
+    data = _blobs()
+    model = _model(0)
+    history = fit(
+        model,
+        MultiDomainLoss(lam=1.0),
+        data,
+        epochs=5,
+        batch_size=16,
+        optimizer={"name": "adam", "lr": 0.05},
+        validate=lambda m: evaluate(m, data, "classification"),
+    )
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["accuracy"] > 0.9
+
+
+def test_fit_is_deterministic_for_a_seed() -> None:
+    data = _blobs()
+    runs = [fit(_model(1, 0.3), MultiDomainLoss(lam=1.0), data, epochs=3, seed=7) for _ in range(2)]
+    assert runs[0] == runs[1]
+    other = fit(_model(1, 0.3), MultiDomainLoss(lam=1.0), data, epochs=3, seed=8)
+    assert other != runs[0]
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path) -> None:
+    data, test = _blobs(), _blobs(seed=1)
+    settings = {"epochs": 6, "batch_size": 16, "seed": 3}
+
+    def validate(model):
+        return evaluate(model, test, "classification")
+
+    reference_model = _model(0, dropout=0.5)
+    reference = fit(reference_model, MultiDomainLoss(lam=1.0), data, validate=validate, **settings)
+
+    calls = {"n": 0}
+
+    def crashing(model):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt("simulated crash in epoch 4")
+        return validate(model)
+
+    checkpoint = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            _model(0, dropout=0.5),
+            MultiDomainLoss(lam=1.0),
+            data,
+            validate=crashing,
+            checkpoint=checkpoint,
+            **settings,
+        )
+    assert len(torch.load(checkpoint, weights_only=False)["history"]) == 3
+
+    resumed_model = _model(99, dropout=0.5)  # other weights: the checkpoint must replace them
+    resumed = fit(
+        resumed_model,
+        MultiDomainLoss(lam=1.0),
+        data,
+        validate=validate,
+        checkpoint=checkpoint,
+        **settings,
+    )
+    assert resumed == reference
+    for a, b in zip(resumed_model.parameters(), reference_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_metrics_by_hand() -> None:
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
+    y = torch.tensor([0, 0, 0])
+    m = metrics(logits, y, "classification")
+    expected_ce = -(F.log_softmax(logits, 1)[torch.arange(3), y]).mean().item()
+    assert m["accuracy"] == pytest.approx(2 / 3)
+    assert m["cross_entropy"] == pytest.approx(expected_ce)
+    mse = metrics(torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0], [1.0]]), "regression")
+    assert mse["mse"] == pytest.approx((1 + 4) / 2)
+
+
+class _CountingTeacher(nn.Module):
+    """A fixed linear teacher that counts the rows it has been run on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        self.rows = 0
+
+    def forward(self, x):
+        self.rows += len(x)
+        return self.net(x)
+
+
+def test_sweep_runs_teacher_over_student_data_exactly_once(tmp_path) -> None:
+    data = _blobs()
+    teacher = _CountingTeacher()
+    cache = TeacherCache()
+    for lam in (0.1, 0.3, 0.5, 0.7, 0.9):
+        for seed in (0, 1, 2):
+            distill(
+                _model(seed),
+                data,
+                teacher=teacher,
+                lam=lam,
+                temperature=2.0,
+                cache=cache,
+                epochs=1,
+                seed=seed,
+            )
+    assert teacher.rows == len(data)
+    assert cache.computed == 1
+
+
+def test_cache_keys_on_teacher_mapping_and_data(tmp_path) -> None:
+    data = _blobs()
+    teacher = _CountingTeacher()
+    cache = TeacherCache(tmp_path)
+    first = cache.outputs(teacher, Identity(), data.x)
+    assert torch.equal(first, teacher.net(data.x))
+    noisy = cache.outputs(teacher, GaussianNoise(variance=0.1, seed=0), data.x)
+    assert not torch.equal(first, noisy)
+    cache.outputs(teacher, Identity(), data.x[:10])
+    assert cache.computed == 3
+    # a new cache over the same directory reads the files instead of running the teacher
+    rows = teacher.rows
+    again = TeacherCache(tmp_path).outputs(teacher, GaussianNoise(variance=0.1, seed=0), data.x)
+    assert teacher.rows == rows
+    assert torch.equal(again, noisy)
+    # changed teacher weights are a different key
+    with torch.no_grad():
+        teacher.net[1].bias += 1
+    cache.outputs(teacher, Identity(), data.x)
+    assert cache.computed == 4
+
+
+def test_distill_needs_a_teacher_unless_lambda_is_one() -> None:
+    with pytest.raises(ValueError, match="no teacher"):
+        distill(_model(0), _blobs(), lam=0.5, epochs=1)
+    assert len(distill(_model(0), _blobs(), lam=1.0, epochs=2)) == 2
+
+
+def test_teacher_outputs_must_align_with_data() -> None:
+    with pytest.raises(ValueError, match="teacher_outputs has 5 rows"):
+        fit(
+            _model(0),
+            MultiDomainLoss(lam=0.5),
+            _blobs(),
+            epochs=1,
+            teacher_outputs=torch.zeros(5, 3),
+        )
