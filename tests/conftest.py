@@ -21,3 +21,12 @@ def data_root() -> Path:
             pytest.fail(f"real data folder {root} is missing in CI")
         pytest.skip(f"real data folder {root} is missing")
     return root
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private, empty cache and no ``$CROSSDISTILL_DATA``, whatever the caller's environment."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CROSSDISTILL_CACHE", str(cache))
+    monkeypatch.delenv("CROSSDISTILL_DATA", raising=False)
+    return cache

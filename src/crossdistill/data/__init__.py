@@ -1,8 +1,12 @@
 """Data: IDX files, dataset sources and cache, and named datasets split into Big / Small / Test."""
 
+from .archives import RemoteArchive, locate_unpacked
 from .arrays import ArrayData, random_split
+from .cifar import read_cifar_batch
 from .datasets import DomainSplits, datasets, load_idx_pair
+from .generated import generate_digits, generated_mnist, write_generated_mnist
 from .idx import DataFormatError, read_idx, write_idx
+from .imagenette import load_image_folder
 from .sources import ChecksumError, RemoteFile, cache_dir, locate
 from .synthetic import synthetic_regression
 
@@ -11,13 +15,20 @@ __all__ = [
     "ChecksumError",
     "DataFormatError",
     "DomainSplits",
+    "RemoteArchive",
     "RemoteFile",
     "cache_dir",
     "datasets",
+    "generate_digits",
+    "generated_mnist",
+    "load_image_folder",
     "load_idx_pair",
     "locate",
+    "locate_unpacked",
     "random_split",
+    "read_cifar_batch",
     "read_idx",
     "synthetic_regression",
+    "write_generated_mnist",
     "write_idx",
 ]

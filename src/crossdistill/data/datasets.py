@@ -24,7 +24,7 @@ from .arrays import ArrayData, random_split
 from .idx import DataFormatError, read_idx
 from .sources import RemoteFile, locate
 
-_OFFICIAL_NAMES = (
+OFFICIAL_IDX_NAMES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
     "t10k-images-idx3-ubyte.gz",
@@ -114,7 +114,7 @@ def load_idx_pair(images_path: str | Path, labels_path: str | Path) -> ArrayData
     return ArrayData(x, torch.from_numpy(labels).long())
 
 
-def _domain_splits(train: ArrayData, test: ArrayData, small: int, seed: int) -> DomainSplits:
+def split_train(train: ArrayData, test: ArrayData, small: int, seed: int) -> DomainSplits:
     """Split ``train`` into a seeded random Small of ``small`` rows and Big, the rest."""
     if not 0 < small < len(train):
         raise ValueError(
@@ -129,7 +129,7 @@ def split_held_out(data: ArrayData, test: int, small: int, seed: int) -> DomainS
     if not 0 < test < len(data):
         raise ValueError(f"test must be between 1 and {len(data) - 1}, got {test}")
     test_part, train = random_split(data, test, seed)
-    return _domain_splits(train, test_part, small, seed)
+    return split_train(train, test_part, small, seed)
 
 
 def _official_idx(
@@ -142,11 +142,13 @@ def _official_idx(
     download: bool,
 ) -> DomainSplits:
     """Load the four files of an MNIST-like dataset: Train splits into Big / Small."""
-    files = [RemoteFile(name, md5) for name, md5 in zip(_OFFICIAL_NAMES, md5s, strict=True)]
+    files = [RemoteFile(name, md5) for name, md5 in zip(OFFICIAL_IDX_NAMES, md5s, strict=True)]
     root = locate(folder, files, mirrors, data_dir, download)
-    train_images, train_labels, test_images, test_labels = (root / name for name in _OFFICIAL_NAMES)
+    train_images, train_labels, test_images, test_labels = (
+        root / name for name in OFFICIAL_IDX_NAMES
+    )
     train = load_idx_pair(train_images, train_labels)
-    return _domain_splits(train, load_idx_pair(test_images, test_labels), small, seed)
+    return split_train(train, load_idx_pair(test_images, test_labels), small, seed)
 
 
 @datasets.register("fashion_mnist")

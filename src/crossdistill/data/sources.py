@@ -86,7 +86,7 @@ def locate(
         FileNotFoundError: the files are nowhere and cannot be downloaded; the message lists every
             place looked in and how to point the loader at a local copy.
     """
-    places = _places(folder, data_dir)
+    places = search_places(folder, data_dir)
     for place, _ in places:
         if not _missing(place, files):
             return place
@@ -115,7 +115,7 @@ def locate(
     )
 
 
-def _places(folder: str, data_dir: str | Path | None) -> list[tuple[Path, str]]:
+def search_places(folder: str, data_dir: str | Path | None) -> list[tuple[Path, str]]:
     """The folders :func:`locate` looks in, in order, each with where it comes from."""
     places = []
     if data_dir is not None:

@@ -64,7 +64,8 @@ class Experiment:
                 name, arm, splits.small, small_out, num_outputs, selection
             )
             values[name, "lam"].append(lam)
-            values[name, "temperature"].append(temperature)
+            if self.task == "classification":
+                values[name, "temperature"].append(temperature)
             for seed in self.config.seeds:
                 student = self._student(splits.small, num_outputs, seed)
                 history = fit(

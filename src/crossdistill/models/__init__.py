@@ -3,5 +3,15 @@
 from crossdistill.models.base import count_parameters, models
 from crossdistill.models.cnn import cnn
 from crossdistill.models.mlp import mlp
+from crossdistill.models.vgg import VGGFeatures, load_vgg_features, vgg16_features, vgg19_features
 
-__all__ = ["cnn", "count_parameters", "mlp", "models"]
+__all__ = [
+    "VGGFeatures",
+    "cnn",
+    "count_parameters",
+    "load_vgg_features",
+    "mlp",
+    "models",
+    "vgg16_features",
+    "vgg19_features",
+]
