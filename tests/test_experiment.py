@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import statistics
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,15 @@ def test_cli_run_on_real_fashion_mnist(data_root, tmp_path, monkeypatch, capsys)
     last = [float(r["accuracy"]) for r in metrics if r["arm"] == "teacher" and r["epoch"] == "3"]
     assert float(table["teacher", "accuracy"]["mean"]) == pytest.approx(sum(last) / 2)
     assert float(table["teacher", "lam"]["mean"]) in (0.5, 0.9)
+    jitters = []
+    for seed in ("0", "1"):
+        losses = [
+            float(r["cross_entropy"]) for r in metrics if (r["arm"], r["seed"]) == ("teacher", seed)
+        ]
+        jitters.append(statistics.stdev(losses))  # all 3 epochs are within the last 10
+    assert float(table["teacher", "cross_entropy_jitter"]["mean"]) == pytest.approx(
+        statistics.mean(jitters)
+    )
     assert int(float(table["teacher", "teacher_parameters"]["mean"])) > int(
         float(table["teacher", "parameters"]["mean"])
     )

@@ -20,6 +20,8 @@ METRIC_LABELS = {
     "accuracy": "test accuracy",
     "cross_entropy": "test cross-entropy",
     "mse": "test MSE",
+    "cross_entropy_jitter": "cross-entropy jitter",
+    "mse_jitter": "MSE jitter",
     "teacher_accuracy": "f∘φ accuracy",
     "teacher_cross_entropy": "f∘φ cross-entropy",
     "teacher_mse": "f∘φ MSE",

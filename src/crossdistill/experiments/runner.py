@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from statistics import mean
+from statistics import mean, stdev
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +19,9 @@ from ..models import count_parameters, models
 from ..training import TeacherCache, evaluate, fit, metrics
 from .config import ArmConfig, DataConfig, ExperimentConfig, TrainConfig, dump_config
 from .report import TABLE_COLUMNS, markdown_table, plot_curves, summarize, write_csv
+
+JITTER_EPOCHS = 10
+"""Epochs at the end of a run over which the test loss's spread (``*_jitter``) is measured."""
 
 SELECTION_SEED = 0
 """Seed of the split of Small into a validation part and the rest (used to choose λ and T)."""
@@ -86,6 +89,9 @@ class Experiment:
                 write_csv(rows, self.out / "metrics.csv")
                 for metric in self.test_metrics:
                     values[name, metric].append(history[-1][metric])
+                criterion = self.test_metrics[-1]
+                last = [h[criterion] for h in history[-JITTER_EPOCHS:]]
+                values[name, f"{criterion}_jitter"].append(stdev(last) if len(last) > 1 else 0.0)
             values[name, "parameters"].append(student_params)
             if test_out is not None:
                 values[name, "teacher_parameters"].append(count_parameters(teacher))
@@ -93,6 +99,7 @@ class Experiment:
                     values[name, f"teacher_{metric}"].append(value)
         table = summarize(values)
         self._write_outputs(rows, table)
+        self._write_mapping_figures(splits.test)
         return table
 
     def _claim_directory(self) -> None:
@@ -212,6 +219,16 @@ class Experiment:
             plot_curves(
                 rows, metric, self.out / "figures" / f"{metric}.png", title=self.config.name
             )
+
+    def _write_mapping_figures(self, test: ArrayData) -> None:
+        """Figures a mapping draws of itself (``write_figures(directory, images)``, e.g. the VAE
+        translator's latent grid), on the first two Test images of each class."""
+        figures = self.out / "figures"
+        for name, arm in self.config.arms.items():
+            phi = mappings.build(arm.mapping)
+            if hasattr(phi, "write_figures"):
+                examples = torch.cat([(test.y == c).nonzero()[:2, 0] for c in test.y.unique()])
+                phi.write_figures(figures / name, test.x[examples])
 
 
 def _standardize_targets(splits: DomainSplits) -> DomainSplits:

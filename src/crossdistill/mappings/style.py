@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import sklearn.datasets
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -38,6 +39,9 @@ from ..training.cache import fingerprint
 from ..training.loop import fit, predict
 from .base import mappings
 from .basic import resize
+
+SKLEARN_IMAGES = "sklearn:"
+"""Prefix of a style-image path naming a scikit-learn sample photograph."""
 
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
@@ -56,9 +60,12 @@ errors, torchvision convention); it is untested here, as no VGG-19 weights are a
 def load_image(path: str | Path, size: int | Sequence[int] | None = None) -> Tensor:
     """An image file (PNG, JPEG, ... via Pillow) as RGB ``(1, 3, H, W)`` float32 in [0, 1].
 
-    ``size``: ``(H, W)`` or one int for a square, resized with Pillow's bilinear filter
-    (antialiased); None keeps the file's size.
+    ``path`` may name one of scikit-learn's bundled sample photographs as ``sklearn:china.jpg``
+    or ``sklearn:flower.jpg`` (no file needed). ``size``: ``(H, W)`` or one int for a square,
+    resized with Pillow's bilinear filter (antialiased); None keeps the file's size.
     """
+    if str(path).startswith(SKLEARN_IMAGES):
+        path = Path(sklearn.datasets.__file__).parent / "images" / str(path)[len(SKLEARN_IMAGES) :]
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"style image {path} does not exist")

@@ -161,6 +161,14 @@ class VAETranslatorLoss(nn.Module):
     ) -> Tensor:
         return translator_loss(*output, target[:, :1], target[:, 1:], self.prior_variance)
 
+    def write_figures(self, directory: str | Path, images: Tensor) -> None:
+        """The run's figures of φ: ``translations.png`` of ``images`` (clothing, ``(N, 1, 28, 28)``)
+        and, for a 2-D latent, ``latent_grid.png`` (see `plot_latent_grid`)."""
+        directory = Path(directory)
+        plot_translations(self, images, directory / "translations.png")
+        if self.settings.latent_dim == 2:
+            plot_latent_grid(self, directory / "latent_grid.png")
+
     def extra_repr(self) -> str:
         return f"prior_variance={self.prior_variance}"
 
