@@ -62,4 +62,5 @@ def test_imagenet_style_runs_end_to_end_on_synthetic_data(tmp_path: Path) -> Non
         rows = list(csv.DictReader(file))
     assert len(rows) == 2 * 1 * 2  # arms × seeds × epochs
     assert (out / "figures" / "accuracy.png").is_file()
+    assert (out / "figures" / "teacher" / "stylised.png").is_file()  # φ's own figure
     assert len(list((out / "cache").glob("*.pt"))) == 2  # teacher over φ(Small) and φ(Test), once

@@ -196,3 +196,10 @@ def test_figures_write_pngs(tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="latent_dim=2"):
         plot_latent_grid(tiny_translator(latent_dim=3), tmp_path / "x.png")
+
+
+def test_write_figures_gives_the_run_its_latent_grid_and_translations(tmp_path: Path) -> None:
+    tiny_translator(latent_dim=2).write_figures(tmp_path / "two", images(4))
+    assert {p.name for p in (tmp_path / "two").iterdir()} == {"latent_grid.png", "translations.png"}
+    tiny_translator(latent_dim=3).write_figures(tmp_path / "three", images(4))
+    assert {p.name for p in (tmp_path / "three").iterdir()} == {"translations.png"}

@@ -39,6 +39,7 @@ from ..training.cache import fingerprint
 from ..training.loop import fit, predict
 from .base import mappings
 from .basic import resize
+from .figures import plot_before_after
 
 SKLEARN_IMAGES = "sklearn:"
 """Prefix of a style-image path naming a scikit-learn sample photograph."""
@@ -519,6 +520,10 @@ class FastStyleTransfer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return predict(self.network, x, self.settings["batch_size"])
+
+    def write_figures(self, directory: str | Path, images: Tensor) -> None:
+        """The run's figure of φ: ``stylised.png``, ``images`` ``(N, 3, H, W)`` above φ(images)."""
+        plot_before_after(images, self(images), Path(directory) / "stylised.png")
 
     def extra_repr(self) -> str:
         return _settings_repr({"checkpoint": str(self.checkpoint), **self.settings})

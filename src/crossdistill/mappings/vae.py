@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
@@ -37,6 +36,7 @@ from ..data.sources import cache_dir
 from ..files import atomic_path
 from ..training.loop import fit, predict
 from .base import mappings
+from .figures import plot_before_after, save_figure, tile
 
 IMAGE_SHAPE = (1, 28, 28)
 """One image of either domain: (C, H, W)."""
@@ -161,14 +161,6 @@ class VAETranslatorLoss(nn.Module):
     ) -> Tensor:
         return translator_loss(*output, target[:, :1], target[:, 1:], self.prior_variance)
 
-    def write_figures(self, directory: str | Path, images: Tensor) -> None:
-        """The run's figures of φ: ``translations.png`` of ``images`` (clothing, ``(N, 1, 28, 28)``)
-        and, for a 2-D latent, ``latent_grid.png`` (see `plot_latent_grid`)."""
-        directory = Path(directory)
-        plot_translations(self, images, directory / "translations.png")
-        if self.settings.latent_dim == 2:
-            plot_latent_grid(self, directory / "latent_grid.png")
-
     def extra_repr(self) -> str:
         return f"prior_variance={self.prior_variance}"
 
@@ -250,6 +242,14 @@ class VAETranslator(nn.Module):
         translator.load_state_dict(state["state_dict"])
         translator.history_ = state["history"]
         return translator.eval()
+
+    def write_figures(self, directory: str | Path, images: Tensor) -> None:
+        """The run's figures of φ: ``translations.png`` of ``images`` (clothing, ``(N, 1, 28, 28)``)
+        and, for a 2-D latent, ``latent_grid.png`` (see `plot_latent_grid`)."""
+        directory = Path(directory)
+        plot_translations(self, images, directory / "translations.png")
+        if self.settings.latent_dim == 2:
+            plot_latent_grid(self, directory / "latent_grid.png")
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={value!r}" for name, value in asdict(self.settings).items())
@@ -400,19 +400,6 @@ def vae_translator(
     return build_translator(TranslatorSettings(**settings), data_dir, download, progress)
 
 
-def _tile(images: Tensor, columns: int) -> np.ndarray:
-    """Images ``(R·columns, 1, H, W)`` as one ``(R·H, columns·W)`` array, row by row."""
-    rows = len(images) // columns
-    _, _, height, width = images.shape
-    grid = images.reshape(rows, columns, height, width).permute(0, 2, 1, 3)
-    return grid.reshape(rows * height, columns * width).cpu().numpy()
-
-
-def _save(figure: Figure, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
-
-
 def plot_latent_grid(
     translator: VAETranslator, path: str | Path, n: int = 15, span: float = 3.0
 ) -> None:
@@ -434,19 +421,12 @@ def plot_latent_grid(
     with torch.no_grad():
         panels = [translator.decode_clothing(codes), translator.decode_digits(codes)]
     for ax, images, title in zip(axes, panels, ["clothing decoder", "digit decoder"], strict=True):
-        ax.imshow(_tile(images, n), cmap="gray", vmin=0, vmax=1, extent=(-span, span, -span, span))
+        ax.imshow(tile(images, n), cmap="gray", vmin=0, vmax=1, extent=(-span, span, -span, span))
         ax.set(title=title, xlabel="z₁", ylabel="z₂")
     figure.suptitle(f"VAE translator: 2-D latent space decoded on a {n}×{n} grid")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_translations(translator: VAETranslator, images: Tensor, path: str | Path) -> None:
     """Save a PNG of clothing ``images`` ``(N, 1, 28, 28)`` (top row) above φ(images) (below)."""
-    digits = predict(translator, images)
-    figure = Figure(figsize=(max(4.0, 0.6 * len(images)), 2.8))
-    axes = figure.subplots(2, 1)
-    for ax, row, title in zip(axes, [images, digits], ["clothing x", "φ(x)"], strict=True):
-        ax.imshow(_tile(row, len(row)), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(title)
-        ax.set_axis_off()
-    _save(figure, path)
+    plot_before_after(images, predict(translator, images), path, ("clothing x", "φ(x)"))
