@@ -8,7 +8,7 @@ Two ways to the same losses (Gatys et al., 2016), computed on frozen VGG feature
   the style image's (default relu1_1, relu2_1, relu3_1, relu4_1, relu5_1, every w_l = 1).
 
 ``style_transfer`` (:class:`StyleTransfer`) optimises every image itself (Gatys et al.): faithful,
-but ≈ 1.3 s per step per 160×160 image on 2 CPU cores with VGG-16, ~150 steps per image.
+but ≈ 0.3 s per step per 160×160 image on 2 CPU cores with VGG-16, ~150 steps per image.
 ``fast_style_transfer`` (:class:`FastStyleTransfer`) trains a small image-transformation network
 once on a set of content images with the same losses (Johnson et al., 2016); φ is then one
 forward pass.
@@ -368,8 +368,8 @@ class StyleTransfer(nn.Module):
     batches of ``batch_size``; output the same shape, in [0, 1].
 
     Slow: every image is optimised for ``steps`` steps, each a VGG forward and backward pass —
-    ≈ 1.3 s per step per 160×160 image on 2 CPU cores with VGG-16 (SPEC §1.4). For many images
-    use :class:`FastStyleTransfer`.
+    ≈ 0.3 s per step per 160×160 image on 2 CPU cores with VGG-16
+    (`benchmarks/style_transfer.py`). For many images use :class:`FastStyleTransfer`.
 
     Settings: ``style_image`` (a file), ``style_size`` (None: the file's size), ``weights``,
     ``arch``, ``input_convention`` (see `load_vgg_features`), ``steps``, ``lr``, and the
