@@ -60,9 +60,10 @@ class Experiment:
         values: dict[tuple[str, str], list[float]] = defaultdict(list)
         for name, arm in self.config.arms.items():
             small_out = test_out = None
-            if arm.uses_teacher:  # a fresh φ per call: a seeded noise φ restarts from its seed
-                small_out = cache.outputs(teacher, mappings.build(arm.mapping), splits.small.x)
-                test_out = cache.outputs(teacher, mappings.build(arm.mapping), splits.test.x)
+            if arm.uses_teacher:
+                phi = mappings.build(arm.mapping)
+                small_out = cache.outputs(teacher, phi, splits.small.x)
+                test_out = cache.outputs(teacher, phi, splits.test.x)
             lam, temperature = self._choose(
                 name, arm, splits.small, small_out, num_outputs, selection
             )

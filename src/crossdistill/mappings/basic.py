@@ -76,8 +76,10 @@ class Identity(nn.Module):
 
 @mappings.register("gaussian_noise")
 class GaussianNoise(nn.Module):
-    """φ(x) = x + N(0, ``variance``), any shape, from an own generator seeded with ``seed``:
-    two instances with the same seed give the same outputs on the same sequence of inputs."""
+    """φ(x) = x + N(0, ``variance``), any shape, a fixed function of ``x``: every call draws the
+    noise from a generator freshly seeded with ``seed``, so the same input always gets the same
+    noise (as a mapping in front of a cached teacher must). Apply it to a whole dataset at once;
+    batches of equal shape would all receive the same draw."""
 
     def __init__(self, *, variance: float = 0.1, seed: int = 0) -> None:
         super().__init__()
@@ -85,10 +87,9 @@ class GaussianNoise(nn.Module):
             raise ValueError(f"variance must be >= 0, got {variance}")
         self.variance = variance
         self.seed = seed
-        self.generator = torch.Generator().manual_seed(seed)
 
     def forward(self, x: Tensor) -> Tensor:
-        return gaussian_noise(x, self.variance, self.generator)
+        return gaussian_noise(x, self.variance, torch.Generator().manual_seed(self.seed))
 
     def extra_repr(self) -> str:
         return f"variance={self.variance}, seed={self.seed}"
