@@ -181,3 +181,17 @@ def test_teacher_outputs_must_align_with_data() -> None:
             epochs=1,
             teacher_outputs=torch.zeros(5, 3),
         )
+
+
+def test_any_map_style_dataset_becomes_in_memory_tensors() -> None:
+    class Pairs(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 5
+
+        def __getitem__(self, i: int):
+            return torch.full((1, 2, 2), float(i)), i % 3
+
+    data = ArrayData.from_dataset(Pairs())
+    assert data.x.shape == (5, 1, 2, 2) and data.y.tolist() == [0, 1, 2, 0, 1]
+    assert torch.equal(data.x[3], torch.full((1, 2, 2), 3.0))
+    assert ArrayData.from_dataset(data) is data
