@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean, stdev
@@ -16,6 +17,7 @@ from ..files import atomic_path
 from ..mappings import mappings
 from ..methods import distillation_loss
 from ..models import count_parameters, models
+from ..registry import Spec
 from ..training import TeacherCache, evaluate, fit, metrics
 from .config import ArmConfig, DataConfig, ExperimentConfig, TrainConfig, dump_config
 from .report import TABLE_COLUMNS, markdown_table, plot_curves, summarize, write_csv
@@ -40,6 +42,7 @@ class Experiment:
         self.config = config
         self.out = Path(out)
         self.progress = progress
+        self._mappings: dict[str, nn.Module] = {}
         self.task = config.task
         self.test_metrics = (
             ["accuracy", "cross_entropy"] if self.task == "classification" else ["mse"]
@@ -61,7 +64,7 @@ class Experiment:
         for name, arm in self.config.arms.items():
             small_out = test_out = None
             if arm.uses_teacher:
-                phi = mappings.build(arm.mapping)
+                phi = self._mapping(arm.mapping)
                 small_out = cache.outputs(teacher, phi, splits.small.x)
                 test_out = cache.outputs(teacher, phi, splits.test.x)
             lam, temperature = self._choose(
@@ -124,6 +127,14 @@ class Experiment:
         splits = DomainSplits(big=big, small=splits.small, test=test)
         return _standardize_targets(splits) if self.task == "regression" else splits
 
+    def _mapping(self, spec: Spec) -> nn.Module:
+        """The mapping a spec names, built once per run (a style network or translator loads its
+        weights and data once, however many arms and the teacher share it)."""
+        key = json.dumps(spec, sort_keys=True)
+        if key not in self._mappings:
+            self._mappings[key] = mappings.build(spec)
+        return self._mappings[key]
+
     def _label(self, text: str) -> str | bool:
         return text if self.progress else False
 
@@ -144,7 +155,7 @@ class Experiment:
     def _train_teacher(self, splits: DomainSplits, num_outputs: int) -> nn.Module:
         spec = self.config.teacher
         source = splits if spec.data is None else self._load(spec.data)
-        transform = mappings.build(spec.transform)
+        transform = self._mapping(spec.transform)
         train, test = source.big.map_x(transform), source.test.map_x(transform)
         torch.manual_seed(spec.seed)
         teacher = models.build(
@@ -226,7 +237,7 @@ class Experiment:
         translator's latent grid), on the first two Test images of each class."""
         figures = self.out / "figures"
         for name, arm in self.config.arms.items():
-            phi = mappings.build(arm.mapping)
+            phi = self._mapping(arm.mapping)
             if hasattr(phi, "write_figures"):
                 examples = torch.cat([(test.y == c).nonzero()[:2, 0] for c in test.y.unique()])
                 phi.write_figures(figures / name, test.x[examples])
