@@ -7,6 +7,8 @@ from .datasets import DomainSplits, datasets, load_idx_pair
 from .generated import generate_digits, generated_mnist, write_generated_mnist
 from .idx import DataFormatError, read_idx, write_idx
 from .imagenette import load_image_folder
+from .office import OFFICE31_DOMAINS, read_feature_file
+from .privileged import PrivilegedData, PrivilegedSplits, privileged_datasets
 from .sources import ChecksumError, RemoteFile, cache_dir, locate
 from .synthetic import synthetic_regression
 
@@ -15,6 +17,9 @@ __all__ = [
     "ChecksumError",
     "DataFormatError",
     "DomainSplits",
+    "OFFICE31_DOMAINS",
+    "PrivilegedData",
+    "PrivilegedSplits",
     "RemoteArchive",
     "RemoteFile",
     "cache_dir",
@@ -25,8 +30,10 @@ __all__ = [
     "load_idx_pair",
     "locate",
     "locate_unpacked",
+    "privileged_datasets",
     "random_split",
     "read_cifar_batch",
+    "read_feature_file",
     "read_idx",
     "synthetic_regression",
     "write_generated_mnist",

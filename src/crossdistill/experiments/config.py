@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..data import datasets
+from ..data import datasets, privileged_datasets
 from ..mappings import mappings
 from ..models import models
 from ..registry import Registry, Spec
@@ -36,6 +36,14 @@ def _registered(registry: Registry) -> AfterValidator:
 
 ModelSpec = Annotated[Spec, _registered(models)]
 MappingSpec = Annotated[Spec, _registered(mappings)]
+
+
+def _check_privileged(spec: Spec) -> Spec:
+    privileged_datasets.check(spec, "seed")
+    return spec
+
+
+PrivilegedDataSpec = Annotated[Spec, AfterValidator(_check_privileged)]
 
 Sweep = float | list[float]
 
@@ -134,6 +142,7 @@ class ArmConfig(_Strict):
 class ExperimentConfig(_Strict):
     """A whole experiment: data, teacher, student, the arms compared, and the seeds."""
 
+    kind: Literal["distillation"] = "distillation"
     name: str
     description: str = ""
     task: Literal["classification", "regression"] = "classification"
@@ -146,6 +155,47 @@ class ExperimentConfig(_Strict):
     device: str = "cpu"
 
 
+class PrivilegedConfig(_Strict):
+    """Generalized distillation (SPEC §1.6): for every problem and repetition ``seed``, a teacher
+    trained on the privileged inputs x* of the training rows and students on their regular x.
+
+    ``problems`` name `crossdistill.data.privileged_datasets` specs (each built once per seed).
+    Swept λ, T are chosen per repetition on a ``validation`` fraction of the training rows (the
+    teacher of the selection is trained without them). With ``curves``, every swept (λ, T) is
+    also trained on all training rows and scored on Test, for the figure only.
+    """
+
+    kind: Literal["privileged"]
+    name: str
+    description: str = ""
+    problems: dict[str, PrivilegedDataSpec] = Field(min_length=1)
+    teacher: StudentConfig
+    student: StudentConfig
+    arms: dict[str, ArmConfig] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    validation: float = Field(0.2, gt=0, lt=1)
+    curves: bool = False
+    device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _check_arms(self) -> PrivilegedConfig:
+        for name, arm in self.arms.items():
+            if arm.mapping != "identity":
+                raise ValueError(
+                    f"arm {name!r}: the teacher sees the privileged inputs, a mapping is not "
+                    f"used here (found mapping {arm.mapping!r})"
+                )
+        return self
+
+
+AnyConfig = ExperimentConfig | PrivilegedConfig
+SCHEMAS: dict[str, type[AnyConfig]] = {
+    "distillation": ExperimentConfig,
+    "privileged": PrivilegedConfig,
+}
+"""Config classes by their ``kind`` field (absent: ``distillation``)."""
+
+
 def _as_list(value: Sweep) -> list[float]:
     return value if isinstance(value, list) else [value]
 
@@ -156,7 +206,7 @@ def builtin_configs() -> dict[str, Path]:
     return {Path(f.name).stem: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".yaml")}
 
 
-def load_config(source: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+def load_config(source: str | Path, overrides: list[str] = ()) -> AnyConfig:
     """Read, override and validate a config.
 
     Args:
@@ -182,8 +232,13 @@ def load_config(source: str | Path, overrides: list[str] = ()) -> ExperimentConf
         raise ConfigError(f"{path}: expected a mapping of fields, found {type(raw).__name__}")
     for override in overrides:
         _apply_override(raw, override, path)
+    kind = raw.get("kind", "distillation")
+    if kind not in SCHEMAS:
+        raise ConfigError(
+            f"{path}: field 'kind': expected one of {', '.join(SCHEMAS)} (found {kind!r})"
+        )
     try:
-        return ExperimentConfig.model_validate(raw)
+        return SCHEMAS[kind].model_validate(raw)
     except ValidationError as error:
         problem = error.errors()[0]
         field = ".".join(str(part) for part in problem["loc"]) or "(top level)"
@@ -206,6 +261,6 @@ def _apply_override(raw: dict[str, Any], override: str, path: Path) -> None:
     node[leaf] = yaml.safe_load(text)
 
 
-def dump_config(config: ExperimentConfig) -> str:
+def dump_config(config: AnyConfig) -> str:
     """The resolved config as YAML (what a run directory's ``config.yaml`` holds)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -19,7 +19,16 @@ from ..methods import distillation_loss
 from ..models import count_parameters, models
 from ..registry import Spec
 from ..training import TeacherCache, evaluate, fit, metrics
-from .config import ArmConfig, DataConfig, ExperimentConfig, TrainConfig, dump_config
+from .config import (
+    AnyConfig,
+    ArmConfig,
+    DataConfig,
+    ExperimentConfig,
+    PrivilegedConfig,
+    TrainConfig,
+    dump_config,
+)
+from .privileged import PrivilegedExperiment
 from .report import TABLE_COLUMNS, markdown_table, plot_curves, summarize, write_csv
 
 JITTER_EPOCHS = 10
@@ -258,8 +267,10 @@ def _standardize_targets(splits: DomainSplits) -> DomainSplits:
     )
 
 
-def run_experiment(config: ExperimentConfig, out: str | Path, progress: bool = True) -> list[dict]:
+def run_experiment(config: AnyConfig, out: str | Path, progress: bool = True) -> list[dict]:
     """Run ``config`` into directory ``out`` (resuming what is there); return the table rows."""
+    if isinstance(config, PrivilegedConfig):
+        return PrivilegedExperiment(config, out, progress).run()
     return Experiment(config, out, progress).run()
 
 

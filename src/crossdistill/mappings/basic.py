@@ -50,17 +50,24 @@ def dilated_conv(x: Tensor, kernel: Tensor, dilation: int) -> Tensor:
 
 
 def resize(
-    x: Tensor, size: Sequence[int], channels: int | None = None, mode: str = "bilinear"
+    x: Tensor,
+    size: Sequence[int],
+    channels: int | None = None,
+    mode: str = "bilinear",
+    antialias: bool = False,
 ) -> Tensor:
     """Resize ``x`` (N, C, H, W) to (N, C', *size) with ``F.interpolate`` (``align_corners=False``
     for the linear and cubic modes); with ``channels`` given, a single channel is replicated to
     C' = ``channels`` (an input already having ``channels`` channels is kept as is).
+    ``antialias`` low-pass filters a downscale (bilinear and bicubic modes), as PIL does.
     """
     _check_images(x)
     if channels is not None and x.shape[1] not in (1, channels):
         raise ValueError(f"cannot map {x.shape[1]} channels to channels={channels}; expected 1")
     align_corners = False if mode in ("linear", "bilinear", "bicubic", "trilinear") else None
-    out = F.interpolate(x, size=tuple(size), mode=mode, align_corners=align_corners)
+    out = F.interpolate(
+        x, size=tuple(size), mode=mode, align_corners=align_corners, antialias=antialias
+    )
     if channels is not None and out.shape[1] != channels:
         out = out.repeat(1, channels, 1, 1)
     return out
@@ -149,17 +156,22 @@ class Resize(nn.Module):
         size: int | Sequence[int] = (28, 28),
         channels: int | None = None,
         mode: str = "bilinear",
+        antialias: bool = False,
     ) -> None:
         super().__init__()
         self.size = (size, size) if isinstance(size, int) else tuple(size)
         self.channels = channels
         self.mode = mode
+        self.antialias = antialias
 
     def forward(self, x: Tensor) -> Tensor:
-        return resize(x, self.size, self.channels, self.mode)
+        return resize(x, self.size, self.channels, self.mode, self.antialias)
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, channels={self.channels}, mode={self.mode!r}"
+        return (
+            f"size={self.size}, channels={self.channels}, mode={self.mode!r}, "
+            f"antialias={self.antialias}"
+        )
 
 
 class Compose(nn.Sequential):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from ..data.arrays import ArrayData
 from ..losses import MultiDomainLoss, RegressionDistillLoss
@@ -27,6 +27,7 @@ def distill(
     *,
     teacher: nn.Module | None = None,
     mapping: nn.Module | None = None,
+    privileged: Tensor | None = None,
     lam: float = 0.5,
     temperature: float = 1.0,
     t2_scale: bool = True,
@@ -42,6 +43,9 @@ def distill(
         train: the student's labelled data D_t.
         teacher: a trained model on the source domain X_s; not needed when ``lam == 1``.
         mapping: φ: X_t → X_s in front of the frozen teacher (default identity).
+        privileged: generalized distillation (SPEC §1.6): the teacher's own inputs x*
+            ``(N, ...)``, row-aligned with ``train``, seen instead of φ(``train.x``); the student
+            never sees them. Give ``mapping`` or ``privileged``, not both.
         lam: weight of the true labels; ``1 - lam`` weighs the teacher's outputs.
         temperature: softmax temperature T of the teacher term (classification).
         t2_scale: multiply the teacher term by T² (Hinton's gradient-scale correction).
@@ -59,8 +63,11 @@ def distill(
     if lam < 1.0:
         if teacher is None:
             raise ValueError(f"lam={lam} gives the teacher a weight, but no teacher was given")
+        if privileged is not None and mapping is not None:
+            raise ValueError("give the teacher a mapping or privileged inputs, not both")
         mapping = mapping if mapping is not None else mappings.build("identity")
-        teacher_outputs = (cache or TeacherCache()).outputs(teacher, mapping, train.x)
+        inputs = train.x if privileged is None else privileged
+        teacher_outputs = (cache or TeacherCache()).outputs(teacher, mapping, inputs)
     return fit(
         student,
         distillation_loss(task, lam, temperature, t2_scale),
