@@ -13,8 +13,11 @@ from crossdistill.mappings import (
     Resize,
     dilated_conv,
     gaussian_noise,
+    invert,
     mappings,
+    pad,
     resize,
+    rotate,
 )
 from crossdistill.training import fingerprint
 
@@ -167,3 +170,21 @@ def test_fingerprint_sees_the_generator_seed_beyond_repr() -> None:
     before = fingerprint(module)
     module.generator.manual_seed(5)
     assert fingerprint(module) != before
+
+
+def test_rotate_pad_invert() -> None:
+    x = torch.zeros(1, 1, 5, 5)
+    x[0, 0, 0, 2] = 1.0  # top middle
+    left = torch.zeros(1, 1, 5, 5)
+    left[0, 0, 2, 0] = 1.0
+    torch.testing.assert_close(rotate(x, 90), left, atol=1e-6, rtol=0)
+    images = torch.rand(3, 2, 6, 6)
+    quarter = mappings.build({"name": "rotate", "degrees": 90})
+    torch.testing.assert_close(quarter(quarter(quarter(quarter(images)))), images)
+    framed = mappings.build({"name": "pad", "padding": 2, "value": 0.5})(images)
+    assert framed.shape == (3, 2, 10, 10)
+    assert torch.equal(framed[:, :, 2:-2, 2:-2], images) and framed[0, 0, 0, 0] == 0.5
+    torch.testing.assert_close(invert(invert(images)), images)
+    assert torch.equal(mappings.build("invert")(images), 1 - images)
+    with pytest.raises(ValueError, match="padding"):
+        pad(images, -1)

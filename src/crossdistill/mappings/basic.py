@@ -1,4 +1,5 @@
-"""Fixed mappings φ: identity, additive Gaussian noise, dilated convolution, resize, compose.
+"""Fixed mappings φ: identity, Gaussian noise, dilated convolution, resize, pad, rotate, invert,
+compose.
 
 Each exists as a function on tensors and as a registered ``nn.Module`` holding its settings.
 None has trainable state: parameters and buffers never require grad.
@@ -71,6 +72,32 @@ def resize(
     if channels is not None and out.shape[1] != channels:
         out = out.repeat(1, channels, 1, 1)
     return out
+
+
+def pad(x: Tensor, padding: int, value: float = 0.0) -> Tensor:
+    """``x`` (N, C, H, W) framed by ``padding`` pixels of ``value`` on every side:
+    (N, C, H + 2p, W + 2p)."""
+    _check_images(x)
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    return F.pad(x, (padding,) * 4, value=value)
+
+
+def rotate(x: Tensor, degrees: float) -> Tensor:
+    """``x`` (N, C, H, W) rotated counter-clockwise by ``degrees`` about the image centre,
+    bilinear, zeros outside the original frame; same shape."""
+    _check_images(x)
+    angle = math.radians(degrees)
+    cos, sin = math.cos(angle), math.sin(angle)
+    # affine_grid maps output coordinates to input ones: the inverse (clockwise) rotation
+    theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype, device=x.device)
+    grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def invert(x: Tensor, maximum: float = 1.0) -> Tensor:
+    """``maximum − x``: white digits on black become black on white; any shape."""
+    return maximum - x
 
 
 @mappings.register("identity")
@@ -172,6 +199,53 @@ class Resize(nn.Module):
             f"size={self.size}, channels={self.channels}, mode={self.mode!r}, "
             f"antialias={self.antialias}"
         )
+
+
+@mappings.register("pad")
+class Pad(nn.Module):
+    """Frame images with ``padding`` pixels of ``value``, see :func:`pad`; e.g. sklearn's 8×8
+    digits resized to 20×20 and padded by 4 sit in a 28×28 frame like MNIST's."""
+
+    def __init__(self, *, padding: int, value: float = 0.0) -> None:
+        super().__init__()
+        self.padding = padding
+        self.value = value
+
+    def forward(self, x: Tensor) -> Tensor:
+        return pad(x, self.padding, self.value)
+
+    def extra_repr(self) -> str:
+        return f"padding={self.padding}, value={self.value}"
+
+
+@mappings.register("rotate")
+class Rotate(nn.Module):
+    """Rotate images by ``degrees`` counter-clockwise, see :func:`rotate`."""
+
+    def __init__(self, *, degrees: float) -> None:
+        super().__init__()
+        self.degrees = degrees
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rotate(x, self.degrees)
+
+    def extra_repr(self) -> str:
+        return f"degrees={self.degrees}"
+
+
+@mappings.register("invert")
+class Invert(nn.Module):
+    """``maximum − x``, see :func:`invert`."""
+
+    def __init__(self, *, maximum: float = 1.0) -> None:
+        super().__init__()
+        self.maximum = maximum
+
+    def forward(self, x: Tensor) -> Tensor:
+        return invert(x, self.maximum)
+
+    def extra_repr(self) -> str:
+        return f"maximum={self.maximum}"
 
 
 class Compose(nn.Sequential):
