@@ -38,11 +38,11 @@ def kernel_of(x: np.ndarray, a: np.ndarray, kind: str) -> np.ndarray:
     return (x @ a.T if kind == "linear" else rbf_kernel(x, a, gamma=0.4)) + 1.0
 
 
-def problem_of(x, y, soft, mask, kind: str, loss: str = "log") -> _LooProblem:
+def problem_of(x, y, soft, kind: str, loss: str = "log") -> _LooProblem:
     if kind == "primal":
         features = np.hstack([x, np.ones((len(x), 1))])
-        return _LooProblem(soft, mask, y, C, features=features, loss=loss)
-    return _LooProblem(soft, mask, y, C, kernel=kernel_of(x, x, kind), loss=loss)
+        return _LooProblem(soft, y, C, features=features, loss=loss)
+    return _LooProblem(soft, y, C, kernel=kernel_of(x, x, kind), loss=loss)
 
 
 def refit_without(x, soft, mask, lam, i: int, kind: str) -> np.ndarray:
@@ -57,25 +57,45 @@ def refit_without(x, soft, mask, lam, i: int, kind: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", ["linear", "rbf", "primal"])
-@pytest.mark.parametrize("teachers,unlabelled", [(0, 0), (0, 2), (2, 0), (2, 3)])
+@pytest.mark.parametrize("teachers,unlabelled", [(0, 0), (0, 2), (2, 0), (2, 3), (2, 6)])
 def test_closed_form_loo_equals_explicit_refits(kind: str, teachers: int, unlabelled: int) -> None:
+    """Both closed forms: the fit's on every active row, the λ search's on the labelled rows only
+    (with 6 unlabelled rows the linear K_uu is singular: rank d + 1 = 4)."""
     x, y, soft, mask = tiny_problem(teachers, unlabelled)
     lam = np.array([0.5, 0.3, 0.2])[: teachers + 1]
     lam = lam / lam.sum()
-    sol = problem_of(x, y, soft, mask, kind).solve(lam)
+    problem = problem_of(x, y, soft, kind)
+    sol = problem.solve(lam)
     active = np.flatnonzero(sol.active)
     assert len(active) == (len(x) - unlabelled if teachers == 0 else len(x))
-    for row, i in enumerate(active):
-        np.testing.assert_allclose(
-            sol.loo[row], refit_without(x, soft, mask, lam, i, kind), rtol=0, atol=1e-8
-        )
+    refits = np.stack([refit_without(x, soft, mask, lam, i, kind) for i in active])
+    np.testing.assert_allclose(sol.loo, refits, rtol=0, atol=1e-8)
+    labelled = y[active] >= 0
+    np.testing.assert_allclose(problem.loo(lam), refits[labelled], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(problem.loo(lam), sol.loo[labelled], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["linear", "rbf", "primal"])
+def test_the_search_factorises_once_per_lambda0(kind: str) -> None:
+    """On the simplex the system depends on λ only through λ_0, and not at all when every row is
+    labelled: then one factorisation serves the whole 66-point grid and the LOO predictions are
+    linear in λ; with unlabelled rows each of the 11 values of λ_0 needs its own."""
+    grid = simplex_grid(3)
+    for unlabelled, factorisations in ((0, 1), (4, 11)):
+        x, y, soft, _ = tiny_problem(2, unlabelled, seed=4, n=12)
+        problem = problem_of(x, y, soft, kind)
+        loo = np.stack([problem.loo(lam) for lam in grid])  # (66, B, N)
+        assert problem._basis.cache_info().misses == factorisations
+        vertices = [problem.loo(lam) for lam in np.eye(3)]
+        linear = np.einsum("gj,jin->gin", grid, vertices)
+        assert np.allclose(loo, linear, rtol=0, atol=1e-12) == (unlabelled == 0)
 
 
 def test_primal_and_dual_agree_on_a_tall_problem() -> None:
     x, y, soft, mask = tiny_problem(2, 4, seed=3, n=30, d=4)
     lam = np.array([0.2, 0.5, 0.3])
-    primal = problem_of(x, y, soft, mask, "primal").value_and_grad(lam)
-    dual = problem_of(x, y, soft, mask, "linear").value_and_grad(lam)
+    primal = problem_of(x, y, soft, "primal").value_and_grad(lam)
+    dual = problem_of(x, y, soft, "linear").value_and_grad(lam)
     np.testing.assert_allclose(primal[0], dual[0], rtol=1e-10)
     np.testing.assert_allclose(primal[1], dual[1], rtol=1e-8)
 
@@ -104,10 +124,10 @@ def finite_difference(problem: _LooProblem, lam: np.ndarray, h: float = 1e-6) ->
 
 @pytest.mark.parametrize("kind", ["linear", "rbf", "primal"])
 @pytest.mark.parametrize("loss", ["log", "hinge"])
-@pytest.mark.parametrize("unlabelled", [0, 3])
+@pytest.mark.parametrize("unlabelled", [0, 3, 8])
 def test_lambda_gradient_matches_finite_differences(kind: str, loss: str, unlabelled: int) -> None:
     x, y, soft, mask = tiny_problem(2, unlabelled, seed=1, n=12)
-    problem = problem_of(x, y, soft, mask, kind, loss)
+    problem = problem_of(x, y, soft, kind, loss)
     lam = np.array([0.45, 0.35, 0.2])
     value, grad = problem.value_and_grad(lam)
     assert value == pytest.approx(problem.value(lam))
@@ -119,7 +139,7 @@ def test_gradient_is_the_papers_eq9_up_to_a_common_term() -> None:
     """All rows labelled: ∂L/∂λ_j − Σ_{i,n} μ_ijn (P_in − Y_in)/L is the same for every j."""
     x, y, soft, mask = tiny_problem(2, 0, seed=2, n=10)
     lam = np.array([0.3, 0.3, 0.4])
-    _, grad = problem_of(x, y, soft, mask, "rbf").value_and_grad(lam)
+    _, grad = problem_of(x, y, soft, "rbf").value_and_grad(lam)
     g = np.linalg.inv(kernel_of(x, x, "rbf") + np.eye(len(x)) / (2 * C))
     mu = soft - np.einsum("ik,kjn->ijn", g, soft) / np.diag(g)[:, None, None]  # (L, M, N)
     loo = np.einsum("ijn,j->in", mu, lam)
@@ -255,3 +275,22 @@ def test_unlabelled_rows_with_a_correct_teacher_improve_accuracy() -> None:
         acc_semi = np.mean(semi.predict(x_test) == truth)
         assert acc_semi > 0.95
         assert acc_semi > acc_alone + 0.1
+
+
+def test_fixed_weights_skip_the_search_and_match_the_grid() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 3))
+    y = (x[:, 0] > 0).astype(int)
+    teachers = [rng.dirichlet(np.ones(2), size=40), np.eye(2)[y] * 0.8 + 0.1]
+    grid = GDDAClassifier(lambda_search="grid").fit(x, y, teachers)
+    fixed = GDDAClassifier(lambda_search=list(grid.lambda_)).fit(x, y, teachers)
+    assert fixed.n_iter_ == 0
+    np.testing.assert_array_equal(fixed.lambda_, grid.lambda_)
+    assert fixed.loo_loss_ == pytest.approx(grid.loo_loss_, abs=1e-12)
+    np.testing.assert_allclose(fixed.coef_, grid.coef_, atol=1e-12)
+    with pytest.raises(ValueError, match="holds 2 weights, expected 3"):
+        GDDAClassifier(lambda_search=[0.5, 0.5]).fit(x, y, teachers)
+    with pytest.raises(ValueError, match="sum to 1"):
+        GDDAClassifier(lambda_search=[0.5, 0.5, 0.5]).fit(x, y, teachers)
+    with pytest.raises(ValueError, match="lambda_search must be one of"):
+        GDDAClassifier(lambda_search="brute").fit(x, y, teachers)

@@ -26,6 +26,20 @@ scikit-learn's ``_RidgeGCV`` switches between a Gram and a covariance decomposit
 Bias: a *penalised* bias, by appending a constant feature ``intercept_scaling`` (the kernel gains
 ``intercept_scaling²``); it keeps the LOO formulas exact. ``intercept_scaling=0`` removes it.
 
+Evaluating λ.  The LOO loss needs the labelled rows' LOO predictions only.  The system
+``A = ΦᵀΩΦ + I/(2C) = α Φ_lᵀΦ_l + β Φ_uᵀΦ_u + I/(2C)`` (labelled rows l, unlabelled rows u)
+depends on λ only through ``θ = (α, β) = (Σ_j λ_j, Σ_{j≥1} λ_j)``: ``(1, 1 − λ_0)`` on the simplex,
+and not through β at all when every row is labelled.  Removing labelled row i (weight α) gives by
+Sherman–Morrison ``Ŷ_i = (f_i − h_i u_i) / (1 − α h_i)``, ``h_i = φ_iᵀA⁻¹φ_i``, ``f = ΦA⁻¹Φᵀu``,
+``u = ωt = Σ_j λ_j m_j s_j``; so at fixed θ the LOO predictions are linear in λ,
+``Ŷ_l = Σ_j λ_j μ_j(θ)`` with ``μ_j = (F_j − h s_j) / (1 − α h)``, ``F_j = Φ_l A⁻¹ Φᵀ (m_j s_j)``.
+One factorisation per θ therefore serves every λ that shares it — the whole search when every row
+is labelled, one per value of λ_0 otherwise — and the loss and its gradient cost O(B·M·N) on the B
+labelled rows.  The primal forms the two Gram parts once and factorises a (d+1)×(d+1) matrix per θ;
+the dual eliminates the unlabelled rows by a Schur complement through an eigendecomposition of
+``K_uu`` computed once, O(U·B² + U·M·N·B + B³) per θ.  The gradient is
+``∂Ŷ/∂λ_j = μ_j + Σ_k (∂θ_k/∂λ_j) Σ_i λ_i ∂μ_i/∂θ_k``, ∂μ/∂θ from the same factorisation.
+
 λ minimises the LOO loss on the labelled rows — softmax cross-entropy of ``Ŷ`` (paper eq. 9) or the
 multiclass hinge (eq. 10–11) — by projected gradient descent with backtracking, or by the grid
 ``{0, 0.1, …, 1}^M ∩ simplex``.
@@ -33,12 +47,14 @@ multiclass hinge (eq. 10–11) — by projected gradient descent with backtracki
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.linalg import cho_factor, cho_solve, cholesky, solve_triangular
 from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics.pairwise import rbf_kernel
@@ -86,73 +102,148 @@ def soft_label_tensor(
     return soft, mask
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Solution:
-    """One fit at fixed λ on the active rows: targets, dual coefficients, LOO predictions."""
+    """The fit at one λ on its active rows (``ω_i > 0``): dual coefficients and LOO predictions."""
 
     active: np.ndarray  # (L,) bool, rows with ω_i > 0
-    weights: np.ndarray  # (A,) ω on active rows
-    targets: np.ndarray  # (A, N) t
     eta: np.ndarray  # (A, N) dual coefficients η = M⁻¹ t
-    g_diag: np.ndarray  # (A,) diag(M⁻¹)
     loo: np.ndarray  # (A, N) leave-one-out predictions Ŷ
-    ops: Any  # the backend that applies M⁻¹
 
 
-class _DualOps:
-    """M⁻¹ = (K + D)⁻¹ formed explicitly from the kernel matrix K (A, A)."""
+@dataclass(frozen=True)
+class _Hat:
+    """What the labelled rows' LOO needs from the system ``A(θ) = ΦᵀΩΦ + I/2C`` at θ.
 
-    def __init__(self, kernel: np.ndarray, diag: np.ndarray) -> None:
-        m = kernel + np.diag(diag)
-        self.g = np.linalg.inv(m)
-        self.g = (self.g + self.g.T) / 2
+    ``lev`` (B,): ``φ_iᵀ A⁻¹ φ_i``; ``fitted`` (B, M·N): ``Φ_l A⁻¹ Φᵀ S_j`` per source j (the fit
+    to source j's soft labels alone); ``d_lev`` (K, B) and ``d_fitted`` (K, B, M·N): their
+    derivatives with respect to θ_k.
+    """
 
-    def apply(self, v: np.ndarray) -> np.ndarray:
-        return self.g @ v
-
-    def diag(self) -> np.ndarray:
-        return np.diag(self.g).copy()
-
-    def diag_geg(self, e: np.ndarray) -> np.ndarray:
-        """diag(M⁻¹ diag(e) M⁻¹), (A,)."""
-        return (self.g * self.g) @ e
+    lev: np.ndarray
+    fitted: np.ndarray
+    d_lev: np.ndarray
+    d_fitted: np.ndarray
 
 
-class _PrimalOps:
-    """M⁻¹ = (XXᵀ + D)⁻¹ through Woodbury: 2C(Ω − ΩX (XᵀΩX + I/2C)⁻¹ XᵀΩ), from X (A, p)."""
+def _rows(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``a[rows]`` for a boolean ``rows`` (L,), without a copy when every row is taken."""
+    return a if rows.all() else a[rows]
 
-    def __init__(self, x: np.ndarray, weights: np.ndarray, c: float) -> None:
-        self.c2 = 2.0 * c
-        self.w = weights
-        self.b = weights[:, None] * x
-        a = x.T @ self.b + np.eye(x.shape[1]) / self.c2
-        self.p = np.linalg.inv(a)
-        self.q = self.b @ self.p  # (A, p)
-        self.hat_diag = np.einsum("ij,ij->i", self.q, self.b)  # diag(ΩX P XᵀΩ)
 
-    def apply(self, v: np.ndarray) -> np.ndarray:
-        return self.c2 * (self.w[:, None] * v - self.q @ (self.b.T @ v))
+def _loo_prediction(
+    fitted: np.ndarray, lev: np.ndarray, u: np.ndarray, omega: float | np.ndarray
+) -> np.ndarray:
+    """Leave-one-out predictions ``(f − h u) / (1 − ω h)`` (B, K) of rows with fits ``fitted``
+    (B, K), leverages ``h = φᵀA⁻¹φ`` (B,), weighted targets ``u = ω t`` (B, K), weights ω (B,)."""
+    return (fitted - lev[:, None] * u) / (1.0 - omega * lev)[:, None]
 
-    def diag(self) -> np.ndarray:
-        return self.c2 * (self.w - self.hat_diag)
 
-    def diag_geg(self, e: np.ndarray) -> np.ndarray:
-        r = self.b.T @ (e[:, None] * self.b)
-        cross = np.einsum("ij,ij->i", self.q @ r, self.q)
-        w = self.w
-        return self.c2**2 * (w * w * e - 2 * w * e * self.hat_diag + cross)
+class _PrimalHat:
+    """The system from the features Φ (L, p) in feature space: ``A(θ) = Σ_k θ_k Φ_kᵀΦ_k + I/2C``
+    with the rows' groups k, each group's Gram part formed once; every θ costs a (p, p) Cholesky
+    plus work on the labelled rows."""
+
+    def __init__(
+        self, features: np.ndarray, soft: np.ndarray, groups: list[np.ndarray], ridge: float
+    ) -> None:
+        self.features, self.ridge = features, ridge
+        parts = [_rows(features, rows) for rows in groups]
+        self.x_l = parts[0]
+        self.grams = np.stack([x.T @ x for x in parts])  # (K, p, p)
+        self.rhs = features.T @ soft.reshape(len(soft), -1)  # (p, M·N): Φᵀ S_j
+
+    def _whitener(self, theta: np.ndarray) -> np.ndarray:
+        """R (p, p) with ``R Rᵀ = A(θ)⁻¹``."""
+        a = np.tensordot(theta, self.grams, 1) + self.ridge * np.eye(self.grams.shape[1])
+        return solve_triangular(cholesky(a, lower=True), np.eye(len(a)), lower=True).T
+
+    def hat(self, theta: np.ndarray) -> _Hat:
+        r = self._whitener(theta)
+        z = self.x_l @ r  # (B, p): φ_iᵀ R
+        coef = r.T @ self.rhs
+        d_lev, d_fitted = [], []
+        for gram in self.grams:  # ∂A⁻¹/∂θ_k = −A⁻¹ G_k A⁻¹
+            zs = z @ (r.T @ gram @ r)
+            d_lev.append(-np.einsum("ip,ip->i", zs, z))
+            d_fitted.append(-(zs @ coef))
+        lev = np.einsum("ip,ip->i", z, z)
+        return _Hat(lev, z @ coef, np.stack(d_lev), np.stack(d_fitted))
+
+    def fit(
+        self, theta: np.ndarray, active: np.ndarray, omega: np.ndarray, u: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """η = 2C (u − ω f) and the LOO predictions, (A, N), of the active rows from their weights
+        ω (A,) and weighted targets u = ω t (A, N)."""
+        r = self._whitener(theta)
+        x = _rows(self.features, active)
+        z = x @ r
+        fitted = z @ (r.T @ (x.T @ u))
+        lev = np.einsum("ip,ip->i", z, z)
+        return (u - omega[:, None] * fitted) / self.ridge, _loo_prediction(fitted, lev, u, omega)
+
+
+class _DualHat:
+    """The system from the kernel K (L, L), reduced to the labelled rows l by a Schur complement
+    over the unlabelled rows u (weight β): with ``K_uu = V Λ Vᵀ`` (computed once), the labelled
+    rows see ``T(β) = Φ_l B⁻¹ Φ_lᵀ = (K_ll − β K_lu V (βΛ + 1/2C)⁻¹ Vᵀ K_ul) · 2C`` and every θ
+    costs O(U·B² + U·M·N·B + B³)."""
+
+    def __init__(
+        self, kernel: np.ndarray, soft: np.ndarray, groups: list[np.ndarray], ridge: float
+    ) -> None:
+        self.kernel, self.ridge = kernel, ridge
+        lab = groups[0]
+        unl = groups[1] if len(groups) > 1 else np.zeros_like(lab)
+        eig, vecs = np.linalg.eigh(kernel[np.ix_(unl, unl)])
+        self.eig = np.maximum(eig, 0.0)  # (U,)
+        self.k_ll = kernel[np.ix_(lab, lab)]
+        self.proj = vecs.T @ kernel[np.ix_(unl, lab)]  # (U, B): Vᵀ K_ul
+        flat = soft.reshape(len(soft), -1)
+        self.soft_u = vecs.T @ flat[unl]  # (U, M·N): Vᵀ S_u,j
+        self.soft_l = flat[lab]  # (B, M·N)
+
+    def hat(self, theta: np.ndarray) -> _Hat:
+        alpha = theta[0]
+        beta = theta[1] if theta.size > 1 else 0.0
+        d = 1.0 / (beta * self.eig + self.ridge)  # (U,)
+        t = (self.k_ll - beta * (self.proj.T * d) @ self.proj) / self.ridge
+        r = self.proj.T @ (d[:, None] * self.soft_u)  # Φ_l B⁻¹ Φ_uᵀ S_u,j
+        factor = cho_factor(np.eye(len(t)) + alpha * t)  # Φ_l A⁻¹ = (I + αT)⁻¹ Φ_l B⁻¹
+        h = cho_solve(factor, t)  # H = Φ_l A⁻¹ Φ_lᵀ
+        fitted = cho_solve(factor, t @ self.soft_l + r)
+        d_lev, d_fitted = [-np.einsum("ik,ki->i", h, h)], [-(h @ fitted)]  # ∂H/∂α = −H²
+        if theta.size > 1:  # ∂T/∂β = −Pᵀ d² P and ∂r/∂β = −Pᵀ Λ d² Vᵀ S_u, P = Vᵀ K_ul
+            y = cho_solve(factor, self.proj.T)  # (B, U)
+            d2 = d * d
+            d_lev.append(-(y * y) @ d2)
+            moved = self.proj @ (self.soft_l - alpha * fitted) + self.eig[:, None] * self.soft_u
+            d_fitted.append(-(y @ (d2[:, None] * moved)))
+        return _Hat(np.diag(h).copy(), fitted, np.stack(d_lev), np.stack(d_fitted))
+
+    def fit(
+        self, theta: np.ndarray, active: np.ndarray, omega: np.ndarray, u: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """η = M⁻¹ t and the LOO predictions t − η / diag(M⁻¹), (A, N), of the active rows from
+        their weights ω (A,) (which imply θ) and weighted targets u = ω t (A, N)."""
+        g = np.linalg.inv(self.kernel[np.ix_(active, active)] + np.diag(self.ridge / omega))
+        g = (g + g.T) / 2
+        t = u / omega[:, None]
+        eta = g @ t
+        return eta, t - eta / np.diag(g)[:, None]
 
 
 class _LooProblem:
     """The LOO loss of the GDDA LS-SVM as a function of λ, with its analytic gradient.
 
-    ``features`` (L, d) with the bias column appended (primal) or the kernel (L, L) (dual).
+    ``soft`` (L, M, N) from :func:`soft_label_tensor` (zero where masked), ``y_index`` (L,) class
+    indices with −1 on unlabelled rows, ``c`` the regularisation C; ``features`` (L, p) with the
+    bias column appended (primal) or the kernel (L, L) (dual).
     """
 
     def __init__(
         self,
         soft: np.ndarray,
-        mask: np.ndarray,
         y_index: np.ndarray,
         c: float,
         *,
@@ -160,27 +251,58 @@ class _LooProblem:
         features: np.ndarray | None = None,
         loss: str = "log",
     ) -> None:
-        self.soft, self.mask, self.y_index = soft, mask, y_index
-        self.c, self.kernel, self.features, self.loss = c, kernel, features, loss
+        self.soft, self.loss = soft, loss
+        n_sources = soft.shape[1]
+        labelled = y_index >= 0
+        self.labels = y_index[labelled]
+        self.soft_l = soft[labelled].reshape(labelled.sum(), -1)  # (B, M·N)
+        self.mask = np.ones(soft.shape[:2])
+        self.mask[:, 0] = labelled
+        groups, weight_of = [labelled], [np.ones(n_sources)]
+        if n_sources > 1 and not labelled.all():  # without teachers unlabelled rows weigh 0
+            groups.append(~labelled)
+            weight_of.append(np.r_[0.0, np.ones(n_sources - 1)])
+        self.weight_of = np.stack(weight_of)  # (K, M): θ = weight_of @ λ
+        ridge = 1.0 / (2.0 * c)
+        if kernel is not None:
+            self.system: _PrimalHat | _DualHat = _DualHat(kernel, soft, groups, ridge)
+        else:
+            self.system = _PrimalHat(features, soft, groups, ridge)
+        self._basis = functools.lru_cache(maxsize=8)(self._compute_basis)
+
+    def _basis_at(self, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The basis at λ's system weights θ, rounded to 1e-12 so that simplex points whose sums
+        differ by rounding share one factorisation."""
+        return self._basis(tuple(np.round(self.weight_of @ lam, 12).tolist()))
+
+    def _compute_basis(self, theta_key: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """μ (B, M, N) with ``Ŷ_l = Σ_j λ_j μ_j`` at θ, and ∂μ/∂θ (K, B, M, N)."""
+        theta = np.asarray(theta_key)
+        hat = self.system.hat(theta)
+        mu = _loo_prediction(hat.fitted, hat.lev, self.soft_l, theta[0])
+        d_den = -theta[0] * hat.d_lev  # ∂(1 − αh)/∂θ
+        d_den[0] -= hat.lev
+        d_mu = hat.d_fitted - hat.d_lev[..., None] * self.soft_l - mu * d_den[..., None]
+        d_mu /= (1.0 - theta[0] * hat.lev)[:, None]
+        shape = (len(mu), *self.soft.shape[1:])
+        return mu.reshape(shape), d_mu.reshape(len(d_mu), *shape)
+
+    def loo(self, lam: np.ndarray) -> np.ndarray:
+        """LOO predictions of the labelled rows at ``lam`` (M,), (B, N)."""
+        return np.einsum("imn,m->in", self._basis_at(lam)[0], lam)
 
     def solve(self, lam: np.ndarray) -> _Solution:
-        """Fit at ``lam`` (M,) and return the LOO predictions of every active row."""
-        omega_all = self.mask @ lam
-        active = omega_all > _EPS_WEIGHT
-        omega = omega_all[active]
-        u = np.einsum("imn,im,m->in", self.soft[active], self.mask[active], lam)
-        t = u / omega[:, None]
-        diag = 1.0 / (2.0 * self.c * omega)
-        if self.kernel is not None:
-            ops: Any = _DualOps(self.kernel[np.ix_(active, active)], diag)
-        else:
-            ops = _PrimalOps(self.features[active], omega, self.c)
-        eta = ops.apply(t)
-        g = ops.diag()
-        return _Solution(active, omega, t, eta, g, t - eta / g[:, None], ops)
+        """The fit at ``lam`` (M,): η and the LOO predictions of every active row (one solve on
+        all of them; the search uses :meth:`loo`)."""
+        omega = self.mask @ lam
+        active = omega > _EPS_WEIGHT
+        u = np.einsum("imn,m->in", self.soft[active], lam)
+        eta, loo = self.system.fit(self.weight_of @ lam, active, omega[active], u)
+        return _Solution(active, eta, loo)
 
-    def _loss_and_dloss(self, loo: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        """Mean loss over labelled rows and ∂loss/∂Ŷ, from ``loo`` (B, N) and ``y`` (B,)."""
+    def _loss_and_dloss(self, loo: np.ndarray) -> tuple[float, np.ndarray]:
+        """Mean loss over the labelled rows and ∂loss/∂Ŷ, from ``loo`` (B, N)."""
+        y = self.labels
         n_rows = y.shape[0]
         rows = np.arange(n_rows)
         if self.loss == "log":
@@ -200,34 +322,20 @@ class _LooProblem:
 
     def value(self, lam: np.ndarray) -> float:
         """The LOO loss over labelled rows at ``lam`` (M,)."""
-        sol = self.solve(lam)
-        y = self.y_index[sol.active]
-        lab = y >= 0
-        return self._loss_and_dloss(sol.loo[lab], y[lab])[0]
+        return self._loss_and_dloss(self.loo(lam))[0]
 
     def value_and_grad(self, lam: np.ndarray) -> tuple[float, np.ndarray]:
         """The LOO loss and its gradient ∂L/∂λ (M,), λ treated as free in the positive orthant.
 
-        On the simplex with every row labelled the gradient equals the paper's eq. 9,
-        ``Σ_{i,n} μ_ijn (P_in − Y_in)``, plus a term that is the same for every j (the derivative
-        of the weights ω = Σλ), which the simplex projection ignores.
+        ``Ŷ = Σ_j λ_j μ_j(θ)`` with ``θ = weight_of @ λ``, so ``∂Ŷ/∂λ_j = μ_j + Σ_k weight_of[k, j]
+        Σ_i λ_i ∂μ_i/∂θ_k``: on the simplex with every row labelled, the paper's eq. 9
+        ``Σ_{i,n} μ_ijn (P_in − Y_in)`` plus a term that is the same for every j (the derivative
+        of ω = Σλ), which the simplex projection ignores.
         """
-        sol = self.solve(lam)
-        y = self.y_index[sol.active]
-        lab = y >= 0
-        value, dloss = self._loss_and_dloss(sol.loo[lab], y[lab])
-        soft, mask = self.soft[sol.active], self.mask[sol.active]
-        omega, t, eta, g = sol.weights, sol.targets, sol.eta, sol.g_diag
-        grad = np.zeros(lam.size)
-        for j in range(lam.size):
-            m = mask[:, j]
-            dt = m[:, None] * (soft[:, j] - t) / omega[:, None]
-            dd = -m / (2.0 * self.c * omega**2)
-            deta = sol.ops.apply(dt - dd[:, None] * eta)
-            dg = -sol.ops.diag_geg(dd)
-            dloo = dt - deta / g[:, None] + eta * (dg / g**2)[:, None]
-            grad[j] = np.sum(dloss * dloo[lab])
-        return value, grad
+        mu, d_mu = self._basis_at(lam)
+        value, dloss = self._loss_and_dloss(np.einsum("imn,m->in", mu, lam))
+        d_theta = np.einsum("in,kimn,m->k", dloss, d_mu, lam)
+        return value, np.einsum("in,imn->m", dloss, mu) + self.weight_of.T @ d_theta
 
 
 def _as_teacher_array(teacher_probas: Any, n_rows: int) -> np.ndarray:
@@ -254,6 +362,19 @@ def _as_teacher_array(teacher_probas: Any, n_rows: int) -> np.ndarray:
     return arr
 
 
+def _fixed_weights(weights: Any, n_sources: int) -> np.ndarray:
+    """``weights`` as a float array (M,), checked to lie on the simplex."""
+    lam = np.asarray(weights, dtype=np.float64)
+    if lam.shape != (n_sources,):
+        raise ValueError(
+            f"lambda_search holds {lam.size} weights, expected {n_sources} "
+            "(the true labels, then one per teacher)"
+        )
+    if lam.min() < 0 or abs(lam.sum() - 1.0) > 1e-9:
+        raise ValueError(f"lambda_search weights must be >= 0 and sum to 1, got {lam.tolist()}")
+    return lam
+
+
 class GDDAClassifier(ClassifierMixin, BaseEstimator):
     """GDDA-SVM: a multi-source distilling LS-SVM whose source weights λ minimise the LOO loss.
 
@@ -269,9 +390,10 @@ class GDDAClassifier(ClassifierMixin, BaseEstimator):
         Value of the constant feature that carries the (penalised) bias; 0 disables the bias.
     loss : {"log", "hinge"}
         LOO loss minimised over λ: softmax cross-entropy (eq. 9) or multiclass hinge (eq. 10–11).
-    lambda_search : {"gradient", "grid"}
-        Projected gradient descent from the uniform λ, or brute force over
-        ``{0, 0.1, …, 1}^M ∩ simplex``.
+    lambda_search : {"gradient", "grid"} or array-like (M,)
+        Projected gradient descent from the uniform λ, brute force over
+        ``{0, 0.1, …, 1}^M ∩ simplex``, or fixed weights on the simplex (no search; e.g. to
+        trace accuracy along a grid of λ).
     solver : {"auto", "dual", "primal"}
         ``"auto"`` takes the primal (hat matrix, d×d systems) for a linear kernel with fewer
         features than fitted rows, the dual (L×L systems) otherwise.
@@ -294,7 +416,8 @@ class GDDAClassifier(ClassifierMixin, BaseEstimator):
     coef_ : ndarray (N, d), intercept_ : ndarray (N,)
         Primal weights and bias (linear kernel, either solver).
     n_iter_ : int
-        Gradient iterations run (1 for the grid or without teachers: one closed-form pass).
+        Gradient iterations run (1 for the grid or without teachers: one closed-form pass; 0
+        for fixed weights).
     """
 
     def __init__(
@@ -324,9 +447,10 @@ class GDDAClassifier(ClassifierMixin, BaseEstimator):
         choices = {
             "kernel": ("linear", "rbf"),
             "loss": ("log", "hinge"),
-            "lambda_search": ("gradient", "grid"),
             "solver": ("auto", "dual", "primal"),
         }
+        if isinstance(self.lambda_search, str):
+            choices["lambda_search"] = ("gradient", "grid")
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -343,9 +467,7 @@ class GDDAClassifier(ClassifierMixin, BaseEstimator):
     def _augment(self, x: np.ndarray) -> np.ndarray:
         return np.hstack([x, np.full((x.shape[0], 1), float(self.intercept_scaling))])
 
-    def _problem(
-        self, x: np.ndarray, soft: np.ndarray, mask: np.ndarray, y_index: np.ndarray
-    ) -> _LooProblem:
+    def _problem(self, x: np.ndarray, soft: np.ndarray, y_index: np.ndarray) -> _LooProblem:
         if self.kernel == "rbf":
             var = x.var()
             self._gamma = (
@@ -357,12 +479,12 @@ class GDDAClassifier(ClassifierMixin, BaseEstimator):
             self.solver == "auto" and self.kernel == "linear" and x.shape[1] + 1 < x.shape[0]
         )
         if primal:
-            return _LooProblem(
-                soft, mask, y_index, self.C, features=self._augment(x), loss=self.loss
-            )
-        return _LooProblem(soft, mask, y_index, self.C, kernel=self._kernel(x, x), loss=self.loss)
+            return _LooProblem(soft, y_index, self.C, features=self._augment(x), loss=self.loss)
+        return _LooProblem(soft, y_index, self.C, kernel=self._kernel(x, x), loss=self.loss)
 
     def _search_lambda(self, problem: _LooProblem, n_sources: int) -> tuple[np.ndarray, int]:
+        if not isinstance(self.lambda_search, str):
+            return _fixed_weights(self.lambda_search, n_sources), 0
         if n_sources == 1:
             return np.ones(1), 1
         if self.lambda_search == "grid":
@@ -426,8 +548,8 @@ class GDDAClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"teacher_probas have {teachers.shape[2]} columns, y has {n_classes} classes"
             )
-        soft, mask = soft_label_tensor(y_index, teachers, n_classes)
-        problem = self._problem(X, soft, mask, y_index)
+        soft, _ = soft_label_tensor(y_index, teachers, n_classes)
+        problem = self._problem(X, soft, y_index)
         self.lambda_, self.n_iter_ = self._search_lambda(problem, soft.shape[1])
         self.loo_loss_ = problem.value(self.lambda_)
         sol = problem.solve(self.lambda_)
