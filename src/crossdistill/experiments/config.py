@@ -18,8 +18,10 @@ from pydantic import (
     model_validator,
 )
 
-from ..data import datasets, privileged_datasets
+from ..data import DomainSplits, datasets, privileged_datasets
+from ..data.arrays import random_indices
 from ..mappings import mappings
+from ..methods import GDDAClassifier
 from ..models import models
 from ..registry import Registry, Spec
 
@@ -84,6 +86,17 @@ class DataConfig(_Strict):
     def loader_spec(self) -> dict[str, Any]:
         """The dataset spec handed to `crossdistill.data.datasets` (without the size limits)."""
         return {"name": self.name, **(self.model_extra or {})}
+
+    def load(self) -> DomainSplits:
+        """The dataset, Big and Test cut to ``big_size`` / ``test_size`` seeded random rows
+        when those are given."""
+        splits = datasets.build(self.loader_spec())
+        big, test = splits.big, splits.test
+        if self.big_size is not None:
+            big = big.subset(random_indices(len(big), min(self.big_size, len(big)), 0)[0])
+        if self.test_size is not None:
+            test = test.subset(random_indices(len(test), min(self.test_size, len(test)), 0)[0])
+        return DomainSplits(big=big, small=splits.small, test=test)
 
 
 class TeacherConfig(_Strict):
@@ -188,10 +201,66 @@ class PrivilegedConfig(_Strict):
         return self
 
 
-AnyConfig = ExperimentConfig | PrivilegedConfig
+class SourceConfig(_Strict):
+    """One source domain and its teacher for GDDA: trained once on ``transform`` applied to the
+    Big split of ``data``, then applied to ``mapping``(target x) to give soft labels."""
+
+    data: DataConfig
+    transform: MappingSpec = "identity"
+    model: ModelSpec
+    train: TrainConfig
+    mapping: MappingSpec = "identity"
+    seed: int = 0
+
+
+class GDDAConfig(_Strict):
+    """Multi-source domain adaptation with the GDDA-SVM (SPEC §1.6).
+
+    The target pool is ``target``'s Train (Big ∪ Small); each repetition ``seed`` labels
+    ``labelled_per_class`` random pool rows per class and leaves the others unlabelled (they get
+    the teachers' soft labels only); accuracy is measured on ``target``'s Test. The LS-SVM reads
+    ``features``(target x), flattened. Each arm is a set of ``sources``; per arm and repetition
+    the classifier (`crossdistill.methods.GDDAClassifier` with ``classifier`` settings) learns
+    λ by gradient, by the LOO-best point of the grid ``{0, 1/grid_steps, …, 1}^M ∩ simplex``
+    (brute force), and is scored at every grid point for the curves.
+    """
+
+    kind: Literal["gdda"]
+    name: str
+    description: str = ""
+    target: DataConfig
+    features: MappingSpec = "identity"
+    sources: dict[str, SourceConfig] = Field(min_length=1)
+    arms: dict[str, list[str]] = Field(min_length=1)
+    classifier: dict[str, Any] = Field(default_factory=dict)
+    labelled_per_class: PositiveInt = 1
+    grid_steps: PositiveInt = 10
+    seeds: list[int] = Field(default_factory=lambda: list(range(10)), min_length=1)
+    device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _check(self) -> GDDAConfig:
+        for name, members in self.arms.items():
+            unknown = [m for m in members if m not in self.sources]
+            if not members or unknown:
+                raise ValueError(
+                    f"arm {name!r} must list sources among {', '.join(self.sources)} "
+                    f"(found {members!r})"
+                )
+        allowed = set(GDDAClassifier().get_params()) - {"lambda_search"}
+        unknown = sorted(set(self.classifier) - allowed)
+        if unknown:
+            raise ValueError(
+                f"classifier has no setting {unknown[0]!r}; it accepts {', '.join(sorted(allowed))}"
+            )
+        return self
+
+
+AnyConfig = ExperimentConfig | PrivilegedConfig | GDDAConfig
 SCHEMAS: dict[str, type[AnyConfig]] = {
     "distillation": ExperimentConfig,
     "privileged": PrivilegedConfig,
+    "gdda": GDDAConfig,
 }
 """Config classes by their ``kind`` field (absent: ``distillation``)."""
 

@@ -10,7 +10,7 @@ from statistics import mean, stdev
 import torch
 from torch import Tensor, nn
 
-from ..data import ArrayData, datasets
+from ..data import ArrayData
 from ..data.arrays import random_indices
 from ..data.datasets import DomainSplits
 from ..files import atomic_path
@@ -24,10 +24,12 @@ from .config import (
     ArmConfig,
     DataConfig,
     ExperimentConfig,
+    GDDAConfig,
     PrivilegedConfig,
     TrainConfig,
     dump_config,
 )
+from .gdda import GDDAExperiment
 from .privileged import PrivilegedExperiment
 from .report import TABLE_COLUMNS, markdown_table, plot_curves, summarize, write_csv
 
@@ -127,13 +129,7 @@ class Experiment:
             tmp.write_text(text)
 
     def _load(self, data: DataConfig) -> DomainSplits:
-        splits = datasets.build(data.loader_spec())
-        big, test = splits.big, splits.test
-        if data.big_size is not None:
-            big = big.subset(random_indices(len(big), min(data.big_size, len(big)), 0)[0])
-        if data.test_size is not None:
-            test = test.subset(random_indices(len(test), min(data.test_size, len(test)), 0)[0])
-        splits = DomainSplits(big=big, small=splits.small, test=test)
+        splits = data.load()
         return _standardize_targets(splits) if self.task == "regression" else splits
 
     def _mapping(self, spec: Spec) -> nn.Module:
@@ -271,6 +267,8 @@ def run_experiment(config: AnyConfig, out: str | Path, progress: bool = True) ->
     """Run ``config`` into directory ``out`` (resuming what is there); return the table rows."""
     if isinstance(config, PrivilegedConfig):
         return PrivilegedExperiment(config, out, progress).run()
+    if isinstance(config, GDDAConfig):
+        return GDDAExperiment(config, out, progress).run()
     return Experiment(config, out, progress).run()
 
 
