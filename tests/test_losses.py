@@ -52,6 +52,21 @@ def test_kd_loss_matches_hand_computation(temperature: float, t2_scale: bool) ->
     assert value.item() == pytest.approx(hand_kd(temperature, t2_scale), rel=1e-12)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 5.0, 20.0])
+def test_kd_loss_with_an_unsoftened_student_is_lopez_paz_form(temperature: float) -> None:
+    """−Σ softmax(v/T) · log softmax(z), times T²: the student's softmax is at T = 1."""
+    p = softmax(np.array(V) / temperature)
+    expected = -(p * np.log(softmax(np.array(Z)))).sum(axis=1).mean() * temperature**2
+    value = kd_loss(t(Z), t(V), temperature, soften_student=False)
+    assert value.item() == pytest.approx(expected, rel=1e-12)
+    module = MultiDomainLoss(lam=0.25, temperature=temperature, soften_student=False)
+    mixed = 0.25 * hand_ce() + 0.75 * expected
+    assert module(t(Z), y(), t(V)).item() == pytest.approx(mixed, rel=1e-12)
+    assert KDLoss(temperature, soften_student=False)(t(Z), y(), t(V)).item() == pytest.approx(
+        expected, rel=1e-12
+    )
+
+
 def test_kd_loss_closed_form_with_uniform_student() -> None:
     # softmax of equal student logits is (1/2, 1/2) at any T, so −Σ p log q = log 2.
     student, teacher = t([[0.0, 0.0]]), t([[5.0, -1.0]])

@@ -183,10 +183,10 @@ def test_privileged_experiment_end_to_end_and_resume(tmp_path) -> None:
     assert len(_rows(out / "curves.csv")) == 8
     cells = {(r["arm"], r["metric"]): r for r in table}
     assert cells["teacher", "accuracy"]["n"] == 2 and cells["teacher", "accuracy"]["mean"] > 0.8
-    assert ("curves@best_on_test", "accuracy") in cells
+    assert ("generalized@best_on_test", "accuracy") in cells
     assert {r["problem"] for r in _rows(out / "table.csv")} == {"relevant"}
     assert (out / "figures" / "accuracy.png").exists() and (
-        out / "figures" / "relevant.png"
+        out / "figures" / "relevant_generalized.png"
     ).exists()
     assert "tiny_gd / relevant" in (out / "table.md").read_text()
 

@@ -131,6 +131,7 @@ class ArmConfig(_Strict):
     temperature: Sweep = 1.0
     mapping: MappingSpec = "identity"
     t2_scale: bool = True
+    soften_student: bool = True
 
     @model_validator(mode="after")
     def _check_ranges(self) -> ArmConfig:

@@ -43,7 +43,7 @@ class PrivilegedExperiment:
     The directory holds ``config.yaml``, ``results.csv`` (``problem, seed, arm, lam,
     temperature, accuracy, cross_entropy``, Test metrics of the last epoch), ``selection.csv``
     (validation scores of swept λ, T), ``curves.csv`` (with ``curves``: Test scores of every
-    swept λ, T), ``table.csv`` (``problem, arm, metric, mean, std, n``), ``table.md`` and
+    swept arm's λ, T), ``table.csv`` (``problem, arm, metric, mean, std, n``), ``table.md`` and
     ``figures/``. The unit of work is one (problem, seed); a rerun skips finished units.
     """
 
@@ -103,20 +103,26 @@ class PrivilegedExperiment:
             }
         ]
         curves: list[dict] = []
-        trained: dict[tuple[float, float, bool], dict] = {}
-        sweeps = [arm for arm in self.config.arms.values() if len(arm.settings()) > 1]
+        trained: dict[tuple[str, float, float], dict] = {}
         if self.config.curves:
-            for arm in sweeps:
+            for name, arm in self.config.arms.items():
+                if len(arm.settings()) == 1:
+                    continue
                 for lam, temperature in arm.settings():
-                    key = (lam, temperature, arm.t2_scale)
-                    if key not in trained:
-                        trained[key] = self._student_scores(
-                            train, test, teacher, cache, arm, lam, temperature, seed, num_classes
-                        )
-                    curves.append({"lam": lam, "temperature": temperature, **trained[key]})
+                    trained[name, lam, temperature] = self._student_scores(
+                        train, test, teacher, cache, arm, lam, temperature, seed, num_classes
+                    )
+                    curves.append(
+                        {
+                            "arm": name,
+                            "lam": lam,
+                            "temperature": temperature,
+                            **trained[name, lam, temperature],
+                        }
+                    )
         for name, arm in self.config.arms.items():
             lam, temperature = chosen[name]
-            scores = trained.get((lam, temperature, arm.t2_scale)) or self._student_scores(
+            scores = trained.get((name, lam, temperature)) or self._student_scores(
                 train, test, teacher, cache, arm, lam, temperature, seed, num_classes
             )
             results.append({"arm": name, "lam": lam, "temperature": temperature, **scores})
@@ -188,6 +194,7 @@ class PrivilegedExperiment:
             lam=lam,
             temperature=temperature,
             t2_scale=arm.t2_scale,
+            soften_student=arm.soften_student,
             cache=cache,
             seed=seed,
             **self._training(self.config.student),
@@ -240,14 +247,19 @@ class PrivilegedExperiment:
                 for metric in TABLE_METRICS:
                     if row.get(metric, "") != "":
                         values[row["arm"], metric].append(float(row[metric]))
-            best = _best_on_test(
-                [r for r in curves if r["problem"] == problem and str(r["seed"]) in seeds]
-            )
-            for (lam, temperature), rows in best.items():
-                arm = f"curves{BEST_ON_TEST}"
-                values[arm, "accuracy"] = [float(r["accuracy"]) for r in rows]
-                values[arm, "lam"] = [lam] * len(rows)
-                values[arm, "temperature"] = [temperature] * len(rows)
+            for arm in self.config.arms:
+                best = _best_on_test(
+                    [
+                        r
+                        for r in curves
+                        if (r["problem"], r["arm"]) == (problem, arm) and str(r["seed"]) in seeds
+                    ]
+                )
+                for (lam, temperature), rows in best.items():
+                    label = f"{arm}{BEST_ON_TEST}"
+                    values[label, "accuracy"] = [float(r["accuracy"]) for r in rows]
+                    values[label, "lam"] = [lam] * len(rows)
+                    values[label, "temperature"] = [temperature] * len(rows)
             table += [{"problem": problem, **row} for row in summarize(values)]
         return table
 
@@ -266,7 +278,6 @@ class PrivilegedExperiment:
             tmp.write_text("\n".join(parts))
         _plot_accuracy(table, self.out / "figures" / "accuracy.png", self.config.name)
         for problem in self.config.problems:
-            rows = [r for r in curves if r["problem"] == problem]
             lines = {
                 row["arm"]: row["mean"]
                 for row in table
@@ -274,13 +285,15 @@ class PrivilegedExperiment:
                 and row["metric"] == "accuracy"
                 and (row["arm"] == TEACHER or self._no_teacher(row["arm"]))
             }
-            if rows:
-                _plot_curves(
-                    rows,
-                    lines,
-                    self.out / "figures" / f"{problem}.png",
-                    f"{self.config.name} / {problem}",
-                )
+            for arm in self.config.arms:
+                rows = [r for r in curves if (r["problem"], r["arm"]) == (problem, arm)]
+                if rows:
+                    _plot_curves(
+                        rows,
+                        lines,
+                        self.out / "figures" / f"{problem}_{arm}.png",
+                        f"{self.config.name} / {problem} / {arm}",
+                    )
 
     def _no_teacher(self, arm: str) -> bool:
         return arm in self.config.arms and not self.config.arms[arm].uses_teacher

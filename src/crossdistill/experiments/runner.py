@@ -88,7 +88,9 @@ class Experiment:
                 student = self._student(splits.small, num_outputs, seed)
                 history = fit(
                     student,
-                    distillation_loss(self.task, lam, temperature, arm.t2_scale),
+                    distillation_loss(
+                        self.task, lam, temperature, arm.t2_scale, arm.soften_student
+                    ),
                     splits.small,
                     teacher_outputs=small_out if lam < 1 else None,
                     seed=seed,
@@ -204,7 +206,9 @@ class Experiment:
                 student = self._student(small, num_outputs, seed)
                 fit(
                     student,
-                    distillation_loss(self.task, lam, temperature, arm.t2_scale),
+                    distillation_loss(
+                        self.task, lam, temperature, arm.t2_scale, arm.soften_student
+                    ),
                     train,
                     teacher_outputs=None if lam == 1 else small_out[train_idx],
                     seed=seed,

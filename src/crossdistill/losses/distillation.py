@@ -40,9 +40,14 @@ def kd_loss(
     teacher_logits: Tensor,
     temperature: float = 1.0,
     t2_scale: bool = True,
+    soften_student: bool = True,
 ) -> Tensor:
     """Hinton's soft term: −Σ_r softmax(v/T)_r · log softmax(z/T)_r averaged over the batch,
     times T² when ``t2_scale`` (keeps the gradient scale independent of T).
+
+    ``soften_student=False`` compares the softened teacher with the student's plain
+    softmax(z) instead — generalized distillation as Lopez-Paz et al. implement it, where a high
+    T pulls the student towards near-uniform targets.
 
     ``student_logits`` z and ``teacher_logits`` v are (N, R); returns a scalar.
     """
@@ -53,7 +58,8 @@ def kd_loss(
         )
     _check_temperature(temperature)
     soft_targets = F.softmax(teacher_logits / temperature, dim=1)
-    loss = F.cross_entropy(student_logits / temperature, soft_targets)
+    student = student_logits / temperature if soften_student else student_logits
+    loss = F.cross_entropy(student, soft_targets)
     return loss * temperature**2 if t2_scale else loss
 
 
@@ -64,6 +70,7 @@ def multidomain_loss(
     lam: float = 0.5,
     temperature: float = 1.0,
     t2_scale: bool = True,
+    soften_student: bool = True,
 ) -> Tensor:
     """SPEC §1.2 classification loss: λ·CE(y, softmax(z)) + (1 − λ)·``kd_loss``(z, v, T).
 
@@ -73,7 +80,10 @@ def multidomain_loss(
     _check_lam(lam)
     hard = F.cross_entropy(student_logits, target)
     return _mix(
-        lam, hard, teacher_logits, lambda v: kd_loss(student_logits, v, temperature, t2_scale)
+        lam,
+        hard,
+        teacher_logits,
+        lambda v: kd_loss(student_logits, v, temperature, t2_scale, soften_student),
     )
 
 
@@ -104,43 +114,65 @@ def regression_distill_loss(
 class KDLoss(nn.Module):
     """Module form of :func:`kd_loss`; ``forward`` ignores ``target``."""
 
-    def __init__(self, temperature: float = 1.0, t2_scale: bool = True) -> None:
+    def __init__(
+        self, temperature: float = 1.0, t2_scale: bool = True, soften_student: bool = True
+    ) -> None:
         super().__init__()
         _check_temperature(temperature)
         self.temperature = temperature
         self.t2_scale = t2_scale
+        self.soften_student = soften_student
 
     def forward(
         self, output: Tensor, target: Tensor, teacher_output: Tensor | None = None
     ) -> Tensor:
         if teacher_output is None:
             raise ValueError("KDLoss needs teacher_output")
-        return kd_loss(output, teacher_output, self.temperature, self.t2_scale)
+        return kd_loss(output, teacher_output, self.temperature, self.t2_scale, self.soften_student)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, t2_scale={self.t2_scale}"
+        return (
+            f"temperature={self.temperature}, t2_scale={self.t2_scale}, "
+            f"soften_student={self.soften_student}"
+        )
 
 
 class MultiDomainLoss(nn.Module):
     """Module form of :func:`multidomain_loss`."""
 
-    def __init__(self, lam: float = 0.5, temperature: float = 1.0, t2_scale: bool = True) -> None:
+    def __init__(
+        self,
+        lam: float = 0.5,
+        temperature: float = 1.0,
+        t2_scale: bool = True,
+        soften_student: bool = True,
+    ) -> None:
         super().__init__()
         _check_lam(lam)
         _check_temperature(temperature)
         self.lam = lam
         self.temperature = temperature
         self.t2_scale = t2_scale
+        self.soften_student = soften_student
 
     def forward(
         self, output: Tensor, target: Tensor, teacher_output: Tensor | None = None
     ) -> Tensor:
         return multidomain_loss(
-            output, target, teacher_output, self.lam, self.temperature, self.t2_scale
+            output,
+            target,
+            teacher_output,
+            self.lam,
+            self.temperature,
+            self.t2_scale,
+            self.soften_student,
         )
 
     def extra_repr(self) -> str:
-        return f"lam={self.lam}, temperature={self.temperature}, t2_scale={self.t2_scale}"
+        return (
+            f"lam={self.lam}, temperature={self.temperature}, t2_scale={self.t2_scale}, "
+            f"soften_student={self.soften_student}"
+        )
 
 
 class RegressionDistillLoss(nn.Module):

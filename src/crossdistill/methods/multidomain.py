@@ -13,11 +13,17 @@ from ..training import Task, TeacherCache, evaluate, fit
 
 
 def distillation_loss(
-    task: Task, lam: float, temperature: float = 1.0, t2_scale: bool = True
+    task: Task,
+    lam: float,
+    temperature: float = 1.0,
+    t2_scale: bool = True,
+    soften_student: bool = True,
 ) -> nn.Module:
     """The multi-domain loss for ``task``: classification (with T) or regression (T unused)."""
     if task == "classification":
-        return MultiDomainLoss(lam=lam, temperature=temperature, t2_scale=t2_scale)
+        return MultiDomainLoss(
+            lam=lam, temperature=temperature, t2_scale=t2_scale, soften_student=soften_student
+        )
     return RegressionDistillLoss(lam=lam)
 
 
@@ -31,6 +37,7 @@ def distill(
     lam: float = 0.5,
     temperature: float = 1.0,
     t2_scale: bool = True,
+    soften_student: bool = True,
     task: Task = "classification",
     test: ArrayData | None = None,
     cache: TeacherCache | None = None,
@@ -49,6 +56,8 @@ def distill(
         lam: weight of the true labels; ``1 - lam`` weighs the teacher's outputs.
         temperature: softmax temperature T of the teacher term (classification).
         t2_scale: multiply the teacher term by T² (Hinton's gradient-scale correction).
+        soften_student: compare the teacher's softmax at T with the student's at T (Hinton);
+            False takes the student's plain softmax (Lopez-Paz et al.'s implementation).
         task: ``"classification"`` or ``"regression"``.
         test: if given, its metrics (`crossdistill.training.evaluate`) are recorded every epoch.
         cache: where teacher outputs are memoised; pass one cache to a sweep so that the
@@ -70,7 +79,7 @@ def distill(
         teacher_outputs = (cache or TeacherCache()).outputs(teacher, mapping, inputs)
     return fit(
         student,
-        distillation_loss(task, lam, temperature, t2_scale),
+        distillation_loss(task, lam, temperature, t2_scale, soften_student),
         train,
         teacher_outputs=teacher_outputs,
         validate=None if test is None else lambda model: evaluate(model, test, task),
