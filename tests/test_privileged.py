@@ -212,3 +212,17 @@ def test_privileged_config_errors(tmp_path) -> None:
     path.write_text(TINY.replace("kind: privileged", "kind: privilege"))
     with pytest.raises(ConfigError, match="field 'kind'.*privilege"):
         load_config(path)
+
+
+def test_selection_by_accuracy_takes_the_best_validation_accuracy(tmp_path) -> None:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.replace("curves: true", "curves: false\nselection: accuracy"))
+    out = tmp_path / "run"
+    run_experiment(load_config(path), out, progress=False)
+    results, selection = _rows(out / "results.csv"), _rows(out / "selection.csv")
+    assert not (out / "curves.csv").exists()
+    for seed in ("0", "1"):
+        scores = [r for r in selection if r["seed"] == seed]
+        best = min(scores, key=lambda r: (-float(r["accuracy"]), float(r["cross_entropy"])))
+        chosen = next(r for r in results if r["seed"] == seed and r["arm"] == "generalized")
+        assert (chosen["lam"], chosen["temperature"]) == (best["lam"], best["temperature"])

@@ -175,8 +175,9 @@ class PrivilegedConfig(_Strict):
 
     ``problems`` name `crossdistill.data.privileged_datasets` specs (each built once per seed).
     Swept λ, T are chosen per repetition on a ``validation`` fraction of the training rows (the
-    teacher of the selection is trained without them). With ``curves``, every swept (λ, T) is
-    also trained on all training rows and scored on Test, for the figure only.
+    teacher of the selection is trained without them) by ``selection``: the lowest validation
+    cross-entropy, or the highest accuracy (ties broken by cross-entropy). With ``curves``, every
+    swept (λ, T) is also trained on all training rows and scored on Test, for the figure only.
     """
 
     kind: Literal["privileged"]
@@ -188,6 +189,7 @@ class PrivilegedConfig(_Strict):
     arms: dict[str, ArmConfig] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     validation: float = Field(0.2, gt=0, lt=1)
+    selection: Literal["cross_entropy", "accuracy"] = "cross_entropy"
     curves: bool = False
     device: str = "cpu"
 

@@ -137,8 +137,8 @@ class PrivilegedExperiment:
         selection: list[dict],
         num_classes: int,
     ) -> tuple[float, float]:
-        """The arm's (λ, T) with the lowest validation cross-entropy; the teacher of the
-        selection is trained on the other training rows only."""
+        """The arm's (λ, T) with the best validation score (``config.selection``; accuracy ties
+        broken by cross-entropy); the selection's teacher is trained on the other rows only."""
         settings = arm.settings()
         if len(settings) == 1:
             return settings[0]
@@ -153,7 +153,11 @@ class PrivilegedExperiment:
             self._distill(student, fit_part, teacher, cache, arm, lam, temperature, seed)
             score = evaluate(student, valid.regular, "classification")
             selection.append({"arm": name, "lam": lam, "temperature": temperature, **score})
-            scores[lam, temperature] = score["cross_entropy"]
+            scores[lam, temperature] = (
+                (score["cross_entropy"],)
+                if self.config.selection == "cross_entropy"
+                else (-score["accuracy"], score["cross_entropy"])
+            )
         return min(scores, key=scores.get)
 
     def _student_scores(
