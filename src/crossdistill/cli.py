@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         for name, path in sorted(builtin_configs().items()):
             description = load_config(path).description.strip().splitlines()[0:1]
-            print(f"{name:24s} {description[0] if description else ''}")
+            print(f"{name:26s} {description[0] if description else ''}")
         return 0
     try:
         config = load_config(args.config, args.overrides)
