@@ -22,7 +22,7 @@ from ..methods.gdda import UNLABELLED, simplex_grid
 from ..models import count_parameters, models
 from ..training import evaluate, predict
 from .config import GDDAConfig, SourceConfig, dump_config
-from .report import markdown_table, read_csv, summarize, write_csv
+from .report import claim_directory, markdown_table, read_csv, summarize, write_csv
 
 STUDENT_ALONE = "student_alone"
 """Arm of the LS-SVM fitted on the labelled target rows only (no teacher)."""
@@ -72,7 +72,7 @@ class GDDAExperiment:
     def run(self) -> list[dict]:
         """Run every unfinished repetition, write all outputs and return the table rows."""
         target = self.config.target.load()  # a missing or corrupt file fails before any output
-        self._claim_directory()
+        claim_directory(self.out, dump_config(self.config))
         pool, test = target.train, target.test
         features = mappings.build(self.config.features)
         pool_x, test_x = (_flat(features, data.x) for data in (pool, test))
@@ -203,17 +203,6 @@ class GDDAExperiment:
             optimizer=source.train.optimizer,
         )
         return teacher.eval()
-
-    def _claim_directory(self) -> None:
-        text = dump_config(self.config)
-        saved = self.out / "config.yaml"
-        if saved.exists() and saved.read_text() != text:
-            raise FileExistsError(
-                f"{self.out} holds a run of a different config ({saved}); "
-                "choose another --out or delete that directory"
-            )
-        with atomic_path(saved) as tmp:
-            tmp.write_text(text)
 
     def _table(self, results: list[dict]) -> list[dict]:
         seeds = {str(s) for s in self.config.seeds}

@@ -18,7 +18,7 @@ from ..methods import distill
 from ..models import count_parameters, models
 from ..training import TeacherCache, evaluate
 from .config import ArmConfig, PrivilegedConfig, StudentConfig, dump_config
-from .report import markdown_table, read_csv, summarize, write_csv
+from .report import claim_directory, markdown_table, read_csv, summarize, write_csv
 
 TEACHER = "teacher"
 """Arm name of the teacher's own rows: trained and scored on the privileged inputs x*."""
@@ -54,7 +54,7 @@ class PrivilegedExperiment:
 
     def run(self) -> list[dict]:
         """Run every unfinished (problem, seed), write all outputs and return the table rows."""
-        self._claim_directory()
+        claim_directory(self.out, dump_config(self.config))
         files = {name: self.out / f"{name}.csv" for name in ("results", "selection", "curves")}
         rows = {name: read_csv(path) if path.exists() else [] for name, path in files.items()}
         done = {(row["problem"], int(row["seed"])) for row in rows["results"]}
@@ -109,9 +109,10 @@ class PrivilegedExperiment:
                 if len(arm.settings()) == 1:
                     continue
                 for lam, temperature in arm.settings():
-                    trained[name, lam, temperature] = self._student_scores(
-                        train, test, teacher, cache, arm, lam, temperature, seed, num_classes
+                    student = self._student(
+                        train, teacher, cache, arm, lam, temperature, seed, num_classes
                     )
+                    trained[name, lam, temperature] = self._scores(student, test)
                     curves.append(
                         {
                             "arm": name,
@@ -122,8 +123,9 @@ class PrivilegedExperiment:
                     )
         for name, arm in self.config.arms.items():
             lam, temperature = chosen[name]
-            scores = trained.get((name, lam, temperature)) or self._student_scores(
-                train, test, teacher, cache, arm, lam, temperature, seed, num_classes
+            scores = trained.get((name, lam, temperature)) or self._scores(
+                self._student(train, teacher, cache, arm, lam, temperature, seed, num_classes),
+                test,
             )
             results.append({"arm": name, "lam": lam, "temperature": temperature, **scores})
         return {"results": results, "selection": selection, "curves": curves}
@@ -149,8 +151,9 @@ class PrivilegedExperiment:
         cache = TeacherCache()
         scores = {}
         for lam, temperature in settings:
-            student = self._model(self.config.student, fit_part.x, num_classes, seed)
-            self._distill(student, fit_part, teacher, cache, arm, lam, temperature, seed)
+            student = self._student(
+                fit_part, teacher, cache, arm, lam, temperature, seed, num_classes
+            )
             score = evaluate(student, valid.regular, "classification")
             selection.append({"arm": name, "lam": lam, "temperature": temperature, **score})
             scores[lam, temperature] = (
@@ -160,10 +163,9 @@ class PrivilegedExperiment:
             )
         return min(scores, key=scores.get)
 
-    def _student_scores(
+    def _student(
         self,
         train: PrivilegedData,
-        test: PrivilegedData,
         teacher: nn.Module,
         cache: TeacherCache,
         arm: ArmConfig,
@@ -171,25 +173,10 @@ class PrivilegedExperiment:
         temperature: float,
         seed: int,
         num_classes: int,
-    ) -> dict:
+    ) -> nn.Module:
+        """A student trained on ``train``'s regular inputs, with ``teacher``'s soft labels on
+        x* at (λ, T) (none at λ = 1)."""
         student = self._model(self.config.student, train.x, num_classes, seed)
-        self._distill(student, train, teacher, cache, arm, lam, temperature, seed)
-        return {
-            **evaluate(student, test.regular, "classification"),
-            "parameters": count_parameters(student),
-        }
-
-    def _distill(
-        self,
-        student: nn.Module,
-        train: PrivilegedData,
-        teacher: nn.Module,
-        cache: TeacherCache,
-        arm: ArmConfig,
-        lam: float,
-        temperature: float,
-        seed: int,
-    ) -> None:
         distill(
             student,
             train.regular,
@@ -203,6 +190,15 @@ class PrivilegedExperiment:
             seed=seed,
             **self._training(self.config.student),
         )
+        return student
+
+    @staticmethod
+    def _scores(student: nn.Module, test: PrivilegedData) -> dict:
+        """Test metrics on the regular inputs, and the student's parameter count."""
+        return {
+            **evaluate(student, test.regular, "classification"),
+            "parameters": count_parameters(student),
+        }
 
     def _teacher(self, train: PrivilegedData, seed: int, num_classes: int) -> nn.Module:
         teacher = self._model(self.config.teacher, train.x_star, num_classes, seed)
@@ -228,17 +224,6 @@ class PrivilegedExperiment:
         }
 
     # -- outputs --------------------------------------------------------------------------------
-    def _claim_directory(self) -> None:
-        text = dump_config(self.config)
-        saved = self.out / "config.yaml"
-        if saved.exists() and saved.read_text() != text:
-            raise FileExistsError(
-                f"{self.out} holds a run of a different config ({saved}); "
-                "choose another --out or delete that directory"
-            )
-        with atomic_path(saved) as tmp:
-            tmp.write_text(text)
-
     def _table(self, results: list[dict], curves: list[dict]) -> list[dict]:
         """``problem, arm, metric, mean, std, n`` over the seeds of the config."""
         seeds = {str(s) for s in self.config.seeds}

@@ -32,6 +32,19 @@ METRIC_LABELS = {
 }
 
 
+def claim_directory(out: Path, config_text: str) -> None:
+    """Write ``config_text`` to ``out/config.yaml``, refusing a directory that holds a run of a
+    different config (a rerun of the same config resumes there)."""
+    saved = out / "config.yaml"
+    if saved.exists() and saved.read_text() != config_text:
+        raise FileExistsError(
+            f"{out} holds a run of a different config ({saved}); "
+            "choose another --out or delete that directory"
+        )
+    with atomic_path(saved) as tmp:
+        tmp.write_text(config_text)
+
+
 def write_csv(rows: Sequence[dict], path: Path) -> None:
     """Rows of dicts as CSV with the union of their keys as columns (first-seen order)."""
     columns = list(dict.fromkeys(key for row in rows for key in row))

@@ -31,7 +31,14 @@ from .config import (
 )
 from .gdda import GDDAExperiment
 from .privileged import PrivilegedExperiment
-from .report import TABLE_COLUMNS, markdown_table, plot_curves, summarize, write_csv
+from .report import (
+    TABLE_COLUMNS,
+    claim_directory,
+    markdown_table,
+    plot_curves,
+    summarize,
+    write_csv,
+)
 
 JITTER_EPOCHS = 10
 """Epochs at the end of a run over which the test loss's spread (``*_jitter``) is measured."""
@@ -62,7 +69,7 @@ class Experiment:
     def run(self) -> list[dict]:
         """Train everything not already finished, write all outputs and return the table rows."""
         splits = self._load(self.config.data)  # a missing or corrupt file fails before any output
-        self._claim_directory()
+        claim_directory(self.out, dump_config(self.config))
         num_outputs = (
             splits.small.num_classes if self.task == "classification" else splits.small.y.shape[1]
         )
@@ -118,17 +125,6 @@ class Experiment:
         self._write_outputs(rows, table)
         self._write_mapping_figures(splits.test)
         return table
-
-    def _claim_directory(self) -> None:
-        text = dump_config(self.config)
-        saved = self.out / "config.yaml"
-        if saved.exists() and saved.read_text() != text:
-            raise FileExistsError(
-                f"{self.out} holds a run of a different config ({saved}); "
-                "choose another --out or delete that directory"
-            )
-        with atomic_path(saved) as tmp:
-            tmp.write_text(text)
 
     def _load(self, data: DataConfig) -> DomainSplits:
         splits = data.load()
