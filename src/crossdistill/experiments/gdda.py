@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from ..data import ArrayData, DomainSplits
 from ..files import atomic_path
 from ..mappings import mappings
+from ..mappings.figures import save_figure
 from ..methods import GDDAClassifier, distill
 from ..methods.gdda import UNLABELLED, simplex_grid
 from ..models import count_parameters, models
@@ -301,6 +302,5 @@ def _plot_arm(
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
+    save_figure(figure, path)
     plt.close(figure)

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..data import PrivilegedData, privileged_datasets
 from ..data.arrays import random_indices
 from ..files import atomic_path
+from ..mappings.figures import save_figure
 from ..methods import distill
 from ..models import count_parameters, models
 from ..training import TeacherCache, evaluate
@@ -323,8 +324,7 @@ def _plot_accuracy(table: list[dict], path: Path, title: str) -> None:
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3, axis="y")
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
+    save_figure(figure, path)
     plt.close(figure)
 
 
@@ -349,6 +349,5 @@ def _plot_curves(curves: list[dict], lines: dict[str, float], path: Path, title:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
+    save_figure(figure, path)
     plt.close(figure)

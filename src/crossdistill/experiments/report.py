@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..files import atomic_path  # noqa: E402
+from ..mappings.figures import save_figure  # noqa: E402
 
 TABLE_COLUMNS = ("arm", "metric", "mean", "std", "n")
 METRIC_LABELS = {
@@ -128,6 +129,5 @@ def plot_curves(rows: Sequence[dict], metric: str, path: Path, title: str = "") 
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
+    save_figure(figure, path)
     plt.close(figure)
