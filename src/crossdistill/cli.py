@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crossdistill: error: {error}", file=sys.stderr)
         return 2
     print((out / "table.md").read_text())
-    print(f"outputs in {out}/ (metrics.csv, table.csv, table.md, figures/)")
+    files = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+    print(f"outputs in {out}/ ({', '.join(files)})")
     return 0
 
 
