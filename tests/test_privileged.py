@@ -226,3 +226,19 @@ def test_selection_by_accuracy_takes_the_best_validation_accuracy(tmp_path) -> N
         best = min(scores, key=lambda r: (-float(r["accuracy"]), float(r["cross_entropy"])))
         chosen = next(r for r in results if r["seed"] == seed and r["arm"] == "generalized")
         assert (chosen["lam"], chosen["temperature"]) == (best["lam"], best["temperature"])
+
+
+def test_missing_data_fails_before_any_output(tmp_path) -> None:
+    path = tmp_path / "mnist.yaml"
+    path.write_text(
+        TINY.replace(
+            "relevant: {name: lopez_paz_synthetic, setting: relevant_features, train: 60, "
+            "test: 200}",
+            "digits: {name: regular_view, dataset: {name: mnist, download: false}, "
+            f"view: {{name: resize, size: 7}}, train: 60, data_dir: {tmp_path / 'nowhere'}}}",
+        )
+    )
+    out = tmp_path / "run"
+    with pytest.raises(FileNotFoundError):
+        run_experiment(load_config(path), out, progress=False)
+    assert not out.exists()
