@@ -294,3 +294,23 @@ def test_fixed_weights_skip_the_search_and_match_the_grid() -> None:
         GDDAClassifier(lambda_search=[0.5, 0.5, 0.5]).fit(x, y, teachers)
     with pytest.raises(ValueError, match="lambda_search must be one of"):
         GDDAClassifier(lambda_search="brute").fit(x, y, teachers)
+
+
+def test_the_search_starts_at_the_best_vertex_when_it_beats_the_uniform_start() -> None:
+    """One labelled row per class and a teacher that always names the next class: from the
+    uniform λ, descent ends trusting the teacher; the labels-only vertex has a lower LOO loss,
+    and the search starts there."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 5))
+    y = rng.integers(0, 3, 40)
+    x[np.arange(40), y] += 1.5
+    y_semi = np.full(40, -1)
+    labelled = np.concatenate([rng.choice(np.flatnonzero(y == c), 1) for c in range(3)])
+    y_semi[labelled] = y[labelled]
+    wrong = [np.eye(3)[(y + 1) % 3] * 0.85 + 0.05]
+    learned = GDDAClassifier().fit(x, y_semi, wrong)
+    labels_only = GDDAClassifier(lambda_search=[1.0, 0.0]).fit(x, y_semi, wrong)
+    trusting = GDDAClassifier(lambda_search=[0.0, 1.0]).fit(x, y_semi, wrong)
+    assert labels_only.loo_loss_ < trusting.loo_loss_ - 0.1
+    np.testing.assert_allclose(learned.lambda_, [1.0, 0.0])
+    assert learned.loo_loss_ == pytest.approx(labels_only.loo_loss_, abs=1e-12)

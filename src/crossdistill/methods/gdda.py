@@ -391,7 +391,8 @@ class GDDAClassifier(ClassifierMixin, BaseEstimator):
     loss : {"log", "hinge"}
         LOO loss minimised over λ: softmax cross-entropy (eq. 9) or multiclass hinge (eq. 10–11).
     lambda_search : {"gradient", "grid"} or array-like (M,)
-        Projected gradient descent from the uniform λ, brute force over
+        Projected gradient descent from the best of the uniform λ and the simplex's M vertices
+        (LOO loss), brute force over
         ``{0, 0.1, …, 1}^M ∩ simplex``, or fixed weights on the simplex (no search; e.g. to
         trace accuracy along a grid of λ).
     solver : {"auto", "dual", "primal"}
@@ -491,7 +492,10 @@ class GDDAClassifier(ClassifierMixin, BaseEstimator):
             grid = simplex_grid(n_sources)
             values = [problem.value(lam) for lam in grid]
             return grid[int(np.argmin(values))], 1
-        lam = np.full(n_sources, 1.0 / n_sources)
+        # start from the best of the uniform λ and the M vertices (each source alone): the LOO
+        # loss is not convex in λ, and a vertex is where a single good source wins
+        starts = [np.full(n_sources, 1.0 / n_sources), *np.eye(n_sources)]
+        lam = min(starts, key=problem.value)
         value, grad = problem.value_and_grad(lam)
         step, n_iter = 1.0, 0
         while n_iter < self.max_iter:
