@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import statistics
-from pathlib import Path
 
 import pytest
 
@@ -12,6 +10,7 @@ import crossdistill.training.cache as cache_module
 from crossdistill.cli import main
 from crossdistill.experiments import runner
 from crossdistill.experiments.config import load_config
+from crossdistill.experiments.report import read_csv
 from crossdistill.experiments.runner import run_experiment
 
 TINY_DIGITS = [
@@ -20,11 +19,6 @@ TINY_DIGITS = [
     "teacher.train.epochs=3",
     "student.train.epochs=4",
 ]
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as file:
-        return list(csv.DictReader(file))
 
 
 @pytest.mark.slow
@@ -54,7 +48,7 @@ def test_cli_run_on_real_fashion_mnist(data_root, tmp_path, monkeypatch, capsys)
     config = load_config(out / "config.yaml")
     assert config.seeds == [0, 1] and config.data.big_size == 3000
 
-    metrics = _rows(out / "metrics.csv")
+    metrics = read_csv(out / "metrics.csv")
     assert len(metrics) == 2 * 2 * 3  # arms × seeds × epochs
     assert {"arm", "seed", "epoch", "lam", "temperature", "accuracy", "cross_entropy"} <= set(
         metrics[0]
@@ -65,7 +59,7 @@ def test_cli_run_on_real_fashion_mnist(data_root, tmp_path, monkeypatch, capsys)
 
     with (out / "table.csv").open() as file:
         assert file.readline().strip() == "arm,metric,mean,std,n"
-    table = {(r["arm"], r["metric"]): r for r in _rows(out / "table.csv")}
+    table = {(r["arm"], r["metric"]): r for r in read_csv(out / "table.csv")}
     assert table["teacher", "accuracy"]["n"] == "2"
     last = [float(r["accuracy"]) for r in metrics if r["arm"] == "teacher" and r["epoch"] == "3"]
     assert float(table["teacher", "accuracy"]["mean"]) == pytest.approx(sum(last) / 2)
@@ -82,7 +76,7 @@ def test_cli_run_on_real_fashion_mnist(data_root, tmp_path, monkeypatch, capsys)
     assert int(float(table["teacher", "teacher_parameters"]["mean"])) > int(
         float(table["teacher", "parameters"]["mean"])
     )
-    assert len(_rows(out / "selection.csv")) == 2 * 2  # λ values × seeds, on validation
+    assert len(read_csv(out / "selection.csv")) == 2 * 2  # λ values × seeds, on validation
     assert "test accuracy" in (out / "table.md").read_text()
     for figure in ("accuracy.png", "cross_entropy.png"):
         assert (out / "figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

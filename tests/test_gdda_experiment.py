@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +10,8 @@ import torch
 
 from crossdistill.experiments.config import ConfigError, load_config
 from crossdistill.experiments.gdda import STUDENT_ALONE, labelled_rows
+from crossdistill.experiments.report import read_csv, write_csv
 from crossdistill.experiments.runner import run_experiment
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as file:
-        return list(csv.DictReader(file))
 
 
 def test_labelled_rows_takes_per_class_rows_by_seed() -> None:
@@ -55,11 +50,11 @@ def test_gdda_experiment_end_to_end_and_resume(tmp_path) -> None:
     config = load_config(path)
     out = tmp_path / "run"
     table = run_experiment(config, out, progress=False)
-    results = _rows(out / "results.csv")
+    results = read_csv(out / "results.csv")
     assert [(r["seed"], r["arm"]) for r in results] == [
         (s, a) for s in ("0", "1") for a in (STUDENT_ALONE, "plain", "both")
     ]
-    curves = _rows(out / "curves.csv")
+    curves = read_csv(out / "curves.csv")
     # M = 2 sources + truth on a grid of step 1/2: 3 points (plain) and 6 points (both)
     assert len(curves) == 2 * (3 + 6)
     for row in results[1:]:
@@ -73,7 +68,7 @@ def test_gdda_experiment_end_to_end_and_resume(tmp_path) -> None:
         assert float(row["lambda_0_grid"]) == pytest.approx(float(best["lambda_0"]))
         learned = np.array(row["lambda"].split(), dtype=float)
         assert learned.min() >= 0 and learned.sum() == pytest.approx(1, abs=1e-3)
-    teachers = _rows(out / "teachers.csv")
+    teachers = read_csv(out / "teachers.csv")
     assert [t["source"] for t in teachers] == ["plain", "inverted"]
     assert float(teachers[0]["target_test_accuracy"]) > 0.7  # same domain: a good teacher
     cells = {(r["arm"], r["metric"]): r for r in table}
@@ -85,12 +80,9 @@ def test_gdda_experiment_end_to_end_and_resume(tmp_path) -> None:
     assert "tiny_gdda" in (out / "table.md").read_text()
 
     # a lost repetition is redone with the same numbers; teachers come from checkpoints
-    with (out / "results.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, list(results[0]))
-        writer.writeheader()
-        writer.writerows(results[:3])
+    write_csv(results[:3], out / "results.csv")
     run_experiment(config, out, progress=False)
-    again = _rows(out / "results.csv")
+    again = read_csv(out / "results.csv")
     for old, new in zip(results, again, strict=True):
         assert {k: v for k, v in old.items() if not k.startswith("seconds")} == {
             k: v for k, v in new.items() if not k.startswith("seconds")

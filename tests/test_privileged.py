@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -13,15 +10,11 @@ from torch import nn
 from crossdistill.data import PrivilegedData, privileged_datasets
 from crossdistill.data.privileged import SYNTHETIC_SETTINGS
 from crossdistill.experiments.config import ConfigError, load_config
+from crossdistill.experiments.report import read_csv, write_csv
 from crossdistill.experiments.runner import run_experiment
 from crossdistill.mappings import resize
 from crossdistill.methods import distill
 from crossdistill.training import evaluate
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as file:
-        return list(csv.DictReader(file))
 
 
 def test_privileged_data_checks_rows_and_slices() -> None:
@@ -160,12 +153,12 @@ def test_privileged_experiment_end_to_end_and_resume(tmp_path) -> None:
     config = load_config(path)
     out = tmp_path / "run"
     table = run_experiment(config, out, progress=False)
-    results = _rows(out / "results.csv")
+    results = read_csv(out / "results.csv")
     assert [(r["seed"], r["arm"]) for r in results] == [
         (s, a) for s in ("0", "1") for a in ("teacher", "student_alone", "generalized")
     ]
     # the chosen (λ, T) is the lowest validation cross-entropy of its repetition
-    selection = _rows(out / "selection.csv")
+    selection = read_csv(out / "selection.csv")
     for seed in ("0", "1"):
         scores = [r for r in selection if r["seed"] == seed]
         assert len(scores) == 4
@@ -175,16 +168,16 @@ def test_privileged_experiment_end_to_end_and_resume(tmp_path) -> None:
         # the chosen arm's Test score is the curve's entry for that setting (same training)
         curve = next(
             r
-            for r in _rows(out / "curves.csv")
+            for r in read_csv(out / "curves.csv")
             if r["seed"] == seed
             and (r["lam"], r["temperature"]) == (best["lam"], best["temperature"])
         )
         assert curve["accuracy"] == chosen["accuracy"]
-    assert len(_rows(out / "curves.csv")) == 8
+    assert len(read_csv(out / "curves.csv")) == 8
     cells = {(r["arm"], r["metric"]): r for r in table}
     assert cells["teacher", "accuracy"]["n"] == 2 and cells["teacher", "accuracy"]["mean"] > 0.8
     assert ("generalized@best_on_test", "accuracy") in cells
-    assert {r["problem"] for r in _rows(out / "table.csv")} == {"relevant"}
+    assert {r["problem"] for r in read_csv(out / "table.csv")} == {"relevant"}
     assert (out / "figures" / "accuracy.png").exists() and (
         out / "figures" / "relevant_generalized.png"
     ).exists()
@@ -192,12 +185,9 @@ def test_privileged_experiment_end_to_end_and_resume(tmp_path) -> None:
 
     # a lost repetition is redone, the finished one is not retrained, and numbers repeat
     kept = [r for r in results if r["seed"] == "0"]
-    with (out / "results.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, list(results[0]))
-        writer.writeheader()
-        writer.writerows(kept)
+    write_csv(kept, out / "results.csv")
     run_experiment(config, out, progress=False)
-    again = _rows(out / "results.csv")
+    again = read_csv(out / "results.csv")
     assert again == results
 
 
@@ -219,7 +209,7 @@ def test_selection_by_accuracy_takes_the_best_validation_accuracy(tmp_path) -> N
     path.write_text(TINY.replace("curves: true", "curves: false\nselection: accuracy"))
     out = tmp_path / "run"
     run_experiment(load_config(path), out, progress=False)
-    results, selection = _rows(out / "results.csv"), _rows(out / "selection.csv")
+    results, selection = read_csv(out / "results.csv"), read_csv(out / "selection.csv")
     assert not (out / "curves.csv").exists()
     for seed in ("0", "1"):
         scores = [r for r in selection if r["seed"] == seed]
