@@ -161,16 +161,20 @@ class GDDAExperiment:
         ``(L, N)`` and ``(T, N)``; ``teachers.csv`` records its accuracies."""
         used = dict.fromkeys(m for members in self.config.arms.values() for m in members)
         probas, records = {}, []
+        loaded: dict[str, DomainSplits] = {}  # sources sharing a dataset decode it once
         for name in used:
             source = self.config.sources[name]
-            splits = source.data.load()
-            teacher = self._train_teacher(name, source, splits, num_classes)
+            key = source.data.model_dump_json()
+            if key not in loaded:
+                loaded[key] = source.data.load()
+            splits = loaded[key]
+            transform = mappings.build(source.transform)
+            teacher = self._train_teacher(name, source, splits.big.map_x(transform), num_classes)
             phi = mappings.build(source.mapping)
             outputs = [
                 predict(teacher, phi(data.x)).softmax(1).double().numpy() for data in (pool, test)
             ]
             probas[name] = (outputs[0], outputs[1])
-            transform = mappings.build(source.transform)
             own = evaluate(teacher, splits.test.map_x(transform), "classification")
             records.append(
                 {
@@ -184,10 +188,10 @@ class GDDAExperiment:
         return probas
 
     def _train_teacher(
-        self, name: str, source: SourceConfig, splits: DomainSplits, num_classes: int
+        self, name: str, source: SourceConfig, train: ArrayData, num_classes: int
     ) -> nn.Module:
-        transform = mappings.build(source.transform)
-        train = splits.big.map_x(transform)
+        """The source's teacher trained on ``train`` (its transformed Big), or read back from
+        its checkpoint."""
         torch.manual_seed(source.seed)
         teacher = models.build(
             source.model, in_shape=tuple(train.x.shape[1:]), num_outputs=num_classes

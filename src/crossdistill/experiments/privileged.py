@@ -97,10 +97,26 @@ class PrivilegedExperiment:
     def _run_unit(self, train: PrivilegedData, test: PrivilegedData, seed: int) -> dict:
         num_classes = int(train.y.max()) + 1
         selection: list[dict] = []
-        chosen = {
-            name: self._choose(name, arm, train, seed, selection, num_classes)
-            for name, arm in self.config.arms.items()
-        }
+        chosen = {name: arm.settings()[0] for name, arm in self.config.arms.items()}
+        swept = {name: arm for name, arm in self.config.arms.items() if len(arm.settings()) > 1}
+        if swept:  # one validation split and one selection teacher serve every swept arm
+            n_valid = max(1, round(self.config.validation * len(train)))
+            valid_idx, fit_idx = random_indices(len(train), n_valid, seed)
+            fit_part, valid = train.subset(fit_idx), train.subset(valid_idx)
+            selector = self._teacher(fit_part, seed, num_classes)
+            selector_cache = TeacherCache()
+            for name, arm in swept.items():
+                chosen[name] = self._choose(
+                    name,
+                    arm,
+                    fit_part,
+                    valid,
+                    selector,
+                    selector_cache,
+                    seed,
+                    selection,
+                    num_classes,
+                )
         teacher = self._teacher(train, seed, num_classes)
         cache = TeacherCache()
         teacher_scores = evaluate(teacher, test.privileged, "classification")
@@ -145,23 +161,19 @@ class PrivilegedExperiment:
         self,
         name: str,
         arm: ArmConfig,
-        train: PrivilegedData,
+        fit_part: PrivilegedData,
+        valid: PrivilegedData,
+        teacher: nn.Module,
+        cache: TeacherCache,
         seed: int,
         selection: list[dict],
         num_classes: int,
     ) -> tuple[float, float]:
-        """The arm's (λ, T) with the best validation score (``config.selection``; accuracy ties
-        broken by cross-entropy); the selection's teacher is trained on the other rows only."""
-        settings = arm.settings()
-        if len(settings) == 1:
-            return settings[0]
-        n_valid = max(1, round(self.config.validation * len(train)))
-        valid_idx, fit_idx = random_indices(len(train), n_valid, seed)
-        fit_part, valid = train.subset(fit_idx), train.subset(valid_idx)
-        teacher = self._teacher(fit_part, seed, num_classes)
-        cache = TeacherCache()
+        """The swept arm's (λ, T) with the best score on ``valid`` (``config.selection``;
+        accuracy ties broken by cross-entropy), students and ``teacher`` trained on
+        ``fit_part`` only."""
         scores = {}
-        for lam, temperature in settings:
+        for lam, temperature in arm.settings():
             student = self._student(
                 fit_part, teacher, cache, arm, lam, temperature, seed, num_classes
             )
