@@ -1,0 +1,56 @@
+"""Golden reduced runs: one small config of each experiment kind reproduces its committed table.
+
+The expected ``tests/golden/<kind>.csv`` were written by the code before the method-contract
+redesign (issue 12); a change that moves any table value is caught here. Fit times are not
+compared (they are measurements, not results). To refresh an expected table after a change
+whose effect is explained in the README: ``python tests/test_golden.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from crossdistill.experiments.config import load_config
+from crossdistill.experiments.report import read_csv, write_csv
+from crossdistill.experiments.runner import run_experiment
+
+GOLDEN = Path(__file__).parent / "golden"
+KINDS = ("distillation", "regression", "privileged", "gdda")
+UNCOMPARED = ("seconds", "seconds_grid")
+"""Metrics that are wall times."""
+
+TOLERANCE = 1e-6
+"""Absolute tolerance on every mean and std (the README prints 4 decimals)."""
+
+
+def _table(kind: str, out: Path) -> list[dict]:
+    run_experiment(load_config(GOLDEN / f"{kind}.yaml"), out, progress=False)
+    return [row for row in read_csv(out / "table.csv") if row["metric"] not in UNCOMPARED]
+
+
+def _key(row: dict) -> tuple[str, ...]:
+    return tuple(value for column, value in row.items() if column not in ("mean", "std", "n"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reduced_run_reproduces_its_golden_table(kind: str, tmp_path: Path) -> None:
+    expected = {_key(row): row for row in read_csv(GOLDEN / f"{kind}.csv")}
+    found = {_key(row): row for row in _table(kind, tmp_path / "run")}
+    assert list(found) == list(expected)
+    for key, row in expected.items():
+        assert found[key]["n"] == row["n"], key
+        for column in ("mean", "std"):
+            assert float(found[key][column]) == pytest.approx(
+                float(row[column]), abs=TOLERANCE
+            ), (key, column)
+
+
+if __name__ == "__main__":  # rewrite the expected tables from the current code
+    import tempfile
+
+    for kind in sys.argv[1:] or KINDS:
+        with tempfile.TemporaryDirectory() as folder:
+            write_csv(_table(kind, Path(folder) / "run"), GOLDEN / f"{kind}.csv")
