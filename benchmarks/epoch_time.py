@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from crossdistill.data.arrays import ArrayData
 from crossdistill.data.datasets import datasets
-from crossdistill.losses import MultiDomainLoss
 from crossdistill.mappings import mappings
+from crossdistill.methods import Distillation, Method, Supervised, teacher_column
 from crossdistill.models import models
 from crossdistill.training import TeacherCache, fit
 
@@ -52,41 +52,23 @@ Variant = Callable[[nn.Module, int], None]
 """Trains a fresh student in place for the given number of epochs."""
 
 
-class StashInput(nn.Module):
-    """Wraps a student: ``forward(x)`` returns ``student(x)`` and keeps ``x`` in ``last_input``."""
-
-    def __init__(self, student: nn.Module) -> None:
-        super().__init__()
-        self.student = student
-        self.last_input: Tensor | None = None
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.last_input = x
-        return self.student(x)
-
-
-class OnlineTeacherLoss(nn.Module):
-    """``loss(output, target, teacher(φ(x)))`` with the teacher run, without gradients, on the
-    batch ``x`` that ``stash`` last saw: the per-batch way of distilling, for contrast.
-
-    ``forward`` ignores its ``teacher_output`` argument (`fit` passes None without a cache).
-    """
+class OnlineDistillation(Distillation):
+    """`Distillation` with the teacher run, without gradients, on φ of every batch: the
+    per-batch way of distilling, for contrast. The teacher and φ are kept in a tuple, so they
+    are neither trained nor saved with the method."""
 
     def __init__(
-        self, loss: nn.Module, teacher: nn.Module, mapping: nn.Module, stash: StashInput
+        self, student: nn.Module, teacher: nn.Module, mapping: nn.Module, **settings: float
     ) -> None:
-        super().__init__()
-        self.loss = loss
-        self.teacher = teacher.eval()
-        self.mapping = mapping
-        self.stash = stash
+        super().__init__(student, **settings)
+        self.columns = ("x", "y")
+        self.frozen = (teacher.eval(), mapping)
 
-    def forward(
-        self, output: Tensor, target: Tensor, teacher_output: Tensor | None = None
-    ) -> Tensor:
+    def forward_train(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        teacher, mapping = self.frozen
         with torch.no_grad():
-            computed = self.teacher(self.mapping(self.stash.last_input))
-        return self.loss(output, target, computed)
+            outputs = teacher(mapping(batch["x"]))
+        return super().forward_train({**batch, teacher_column(self.teacher): outputs})
 
 
 def bare_loop(model: nn.Module, data: ArrayData, epochs: int) -> None:
@@ -106,31 +88,26 @@ def variants(
     data: ArrayData, teacher: nn.Module, mapping: nn.Module, teacher_outputs: Tensor
 ) -> dict[str, Variant]:
     """The four trainings timed, by label, in the order they run within a repeat."""
-    optimizer = {"name": "adam", "lr": LR}
-    kd = MultiDomainLoss(lam=LAM, temperature=TEMPERATURE)
-    ce = MultiDomainLoss(lam=1.0)
+    kd = {"lam": LAM, "temperature": TEMPERATURE}
+    cached = data.columns(**{teacher_column("teacher"): teacher_outputs})
 
-    def train(model: nn.Module, loss: nn.Module, epochs: int, outputs: Tensor | None) -> None:
+    def train(method: Method, columns: dict[str, Tensor], epochs: int) -> None:
         fit(
-            model,
-            loss,
-            data,
+            method,
+            columns,
             epochs=epochs,
-            teacher_outputs=outputs,
             batch_size=BATCH_SIZE,
-            optimizer=optimizer,
+            optimizer={"name": "adam", "lr": LR},
             seed=SEED,
         )
 
-    def online(model: nn.Module, epochs: int) -> None:
-        stash = StashInput(model)
-        train(stash, OnlineTeacherLoss(kd, teacher, mapping, stash), epochs, None)
-
     return {
         BARE: lambda model, epochs: bare_loop(model, data, epochs),
-        CE: lambda model, epochs: train(model, ce, epochs, None),
-        KD_CACHED: lambda model, epochs: train(model, kd, epochs, teacher_outputs),
-        KD_ONLINE: online,
+        CE: lambda model, epochs: train(Supervised(model), data.columns(), epochs),
+        KD_CACHED: lambda model, epochs: train(Distillation(model, **kd), cached, epochs),
+        KD_ONLINE: lambda model, epochs: train(
+            OnlineDistillation(model, teacher, mapping, **kd), data.columns(), epochs
+        ),
     }
 
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from crossdistill.mappings import StyleLoss, TransformNet, stylize, train_transform_net
+from crossdistill.losses import StyleLoss
+from crossdistill.mappings import TransformNet, stylize, train_transform_net
 from crossdistill.models import load_vgg_features
 from crossdistill.models.vgg import KNOWN_WEIGHTS
 from crossdistill.training import predict

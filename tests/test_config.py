@@ -12,9 +12,10 @@ GOOD = """\
 name: tiny
 data: {name: digits, small: 100}
 validation: 20
-teacher:
-  model: {name: mlp, hidden: [32]}
-  train: {epochs: 2}
+teachers:
+  teacher:
+    model: {name: mlp, hidden: [32]}
+    train: {epochs: 2}
 student:
   model: {name: mlp, hidden: [8]}
   train: {epochs: 2}
@@ -34,7 +35,8 @@ def test_a_good_config_loads_with_defaults(tmp_path) -> None:
     config = load_config(_write(tmp_path, GOOD))
     assert config.seeds == [0, 1, 2]
     assert config.arms["teacher"].settings() == [(0.3, 2), (0.7, 2)]
-    assert not config.arms["no_teacher"].uses_teacher
+    assert config.arms["teacher"].method == "distillation"
+    assert config.teacher_of(config.arms["no_teacher"]) == "teacher"
 
 
 @pytest.mark.parametrize(
@@ -44,7 +46,7 @@ def test_a_good_config_loads_with_defaults(tmp_path) -> None:
         (
             "train: {epochs: 2}\nstudent",
             "train: {epochs: ten}\nstudent",
-            "teacher.train.epochs",
+            "teachers.teacher.train.epochs",
             "ten",
         ),
         ("lam: 1.0", "lam: 1.5", "arms.no_teacher", "1.5"),

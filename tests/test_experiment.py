@@ -8,15 +8,14 @@ import pytest
 
 import crossdistill.training.cache as cache_module
 from crossdistill.cli import main
-from crossdistill.experiments import runner
+from crossdistill.experiments import distillation, run_experiment
 from crossdistill.experiments.config import load_config
 from crossdistill.experiments.report import read_csv
-from crossdistill.experiments.runner import run_experiment
 
 TINY_DIGITS = [
     "data.small=150",
     "validation=40",
-    "teacher.train.epochs=3",
+    "teachers.teacher.train.epochs=3",
     "student.train.epochs=4",
 ]
 
@@ -31,7 +30,7 @@ def test_cli_run_on_real_fashion_mnist(data_root, tmp_path, monkeypatch, capsys)
             "fmnist_noise",
             "data.big_size=3000",
             "data.test_size=1000",
-            "teacher.train.epochs=2",
+            "teachers.teacher.train.epochs=2",
             "student.train.epochs=3",
             "seeds=[0,1]",
             "arms.teacher.lam=[0.5,0.9]",
@@ -84,13 +83,13 @@ def test_cli_run_on_real_fashion_mnist(data_root, tmp_path, monkeypatch, capsys)
 
 def test_sweep_runs_the_teacher_once_over_the_student_data(tmp_path, monkeypatch) -> None:
     fed: list[int] = []
-    original = cache_module.predict
+    original = cache_module._teacher_pass
 
-    def counting(model, x, *args, **kwargs):
-        fed.append(len(x))
-        return original(model, x, *args, **kwargs)
+    def counting(teacher, seen, *args, **kwargs):
+        fed.append(len(seen))
+        return original(teacher, seen, *args, **kwargs)
 
-    monkeypatch.setattr(cache_module, "predict", counting)
+    monkeypatch.setattr(cache_module, "_teacher_pass", counting)
     config = load_config(
         "digits",
         [*TINY_DIGITS, "arms.teacher.lam=[0.1,0.3,0.5,0.7,0.9]", "arms.teacher.temperature=2"],
@@ -108,7 +107,7 @@ def test_interrupted_experiment_resumes_to_the_same_results(tmp_path, monkeypatc
     config = load_config("digits", [*TINY_DIGITS, "arms.teacher.lam=[0.3,0.7]", "seeds=[0,1]"])
     run_experiment(config, tmp_path / "whole", progress=False)
 
-    original, calls = runner.evaluate, {"n": 0}
+    original, calls = distillation.evaluate, {"n": 0}
 
     def crashing(*args, **kwargs):
         calls["n"] += 1
@@ -116,10 +115,10 @@ def test_interrupted_experiment_resumes_to_the_same_results(tmp_path, monkeypatc
             raise KeyboardInterrupt("simulated crash")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "evaluate", crashing)
+    monkeypatch.setattr(distillation, "evaluate", crashing)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(runner, "evaluate", original)
+    monkeypatch.setattr(distillation, "evaluate", original)
     run_experiment(config, tmp_path / "resumed", progress=False)
 
     for name in ("metrics.csv", "selection.csv", "table.csv", "teacher.csv"):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from crossdistill.experiments import run_experiment
 from crossdistill.experiments.config import ConfigError, load_config
 from crossdistill.experiments.gdda import STUDENT_ALONE, labelled_rows
 from crossdistill.experiments.report import read_csv, write_csv
-from crossdistill.experiments.runner import run_experiment
 
 
 def test_labelled_rows_takes_per_class_rows_by_seed() -> None:
@@ -28,7 +28,7 @@ TINY = """
 kind: gdda
 name: tiny_gdda
 target: {name: digits, small: 10, test: 200}
-sources:
+teachers:
   plain: &plain
     data: {name: digits, small: 10, seed: 1}
     model: {name: mlp, hidden: [16]}
@@ -69,7 +69,7 @@ def test_gdda_experiment_end_to_end_and_resume(tmp_path) -> None:
         learned = np.array(row["lambda"].split(), dtype=float)
         assert learned.min() >= 0 and learned.sum() == pytest.approx(1, abs=1e-3)
     teachers = read_csv(out / "teachers.csv")
-    assert [t["source"] for t in teachers] == ["plain", "inverted"]
+    assert [t["teacher"] for t in teachers] == ["plain", "inverted"]
     assert float(teachers[0]["target_test_accuracy"]) > 0.7  # same domain: a good teacher
     cells = {(r["arm"], r["metric"]): r for r in table}
     assert cells["plain", "accuracy"]["n"] == 2
@@ -92,7 +92,7 @@ def test_gdda_experiment_end_to_end_and_resume(tmp_path) -> None:
 def test_gdda_config_errors(tmp_path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(TINY.replace("both: [plain, inverted]", "both: [plain, rotated]"))
-    with pytest.raises(ConfigError, match="arm 'both' must list sources among plain, inverted"):
+    with pytest.raises(ConfigError, match="arm 'both' must list teachers among plain, inverted"):
         load_config(path)
     path.write_text(TINY.replace("grid_steps: 2", "classifier: {c: 1}\ngrid_steps: 2"))
     with pytest.raises(ConfigError, match="classifier has no setting 'c'"):
@@ -120,10 +120,10 @@ def test_office_configs_run_on_synthetic_feature_files(tmp_path) -> None:
     ]
     for source in ("dslr", "webcam"):
         overrides += [
-            f"sources.{source}.data.data_dir={tmp_path}",
-            f"sources.{source}.data.small=10",
-            f"sources.{source}.train.epochs=20",
-            f"sources.{source}.train.optimizer={{name: adam, lr: 0.05}}",
+            f"teachers.{source}.data.data_dir={tmp_path}",
+            f"teachers.{source}.data.small=10",
+            f"teachers.{source}.train.epochs=20",
+            f"teachers.{source}.train.optimizer={{name: adam, lr: 0.05}}",
         ]
     config = load_config("office_dslr_webcam_amazon", overrides)
     table = run_experiment(config, tmp_path / "run", progress=False)
@@ -132,5 +132,5 @@ def test_office_configs_run_on_synthetic_feature_files(tmp_path) -> None:
         assert cells[arm, "teacher_accuracy"]["mean"] > 0.8  # shared class means transfer
         assert cells[arm, "accuracy"]["mean"] > cells[STUDENT_ALONE, "accuracy"]["mean"] - 0.05
     for name, source in (("office_dslr_amazon", "dslr"), ("office_webcam_amazon", "webcam")):
-        own = [o for o in overrides if "sources." not in o or f"sources.{source}." in o]
+        own = [o for o in overrides if "teachers." not in o or f"teachers.{source}." in o]
         assert list(load_config(name, own).arms) == [source]

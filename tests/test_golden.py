@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from crossdistill.experiments import run_experiment
 from crossdistill.experiments.config import load_config
 from crossdistill.experiments.report import read_csv, write_csv
-from crossdistill.experiments.runner import run_experiment
 
 GOLDEN = Path(__file__).parent / "golden"
 KINDS = ("distillation", "regression", "privileged", "gdda")

@@ -9,9 +9,9 @@ from torch import nn
 
 from crossdistill.data import PrivilegedData, privileged_datasets
 from crossdistill.data.privileged import SYNTHETIC_SETTINGS
+from crossdistill.experiments import run_experiment
 from crossdistill.experiments.config import ConfigError, load_config
 from crossdistill.experiments.report import read_csv, write_csv
-from crossdistill.experiments.runner import run_experiment
 from crossdistill.mappings import resize
 from crossdistill.methods import distill
 from crossdistill.training import evaluate
@@ -134,9 +134,10 @@ kind: privileged
 name: tiny_gd
 problems:
   relevant: {name: lopez_paz_synthetic, setting: relevant_features, train: 60, test: 200}
-teacher: &linear
-  model: {name: mlp, hidden: []}
-  train: {epochs: 15, batch_size: 20, optimizer: {name: adam, lr: 0.05}}
+teachers:
+  teacher: &linear
+    model: {name: mlp, hidden: []}
+    train: {epochs: 15, batch_size: 20, optimizer: {name: adam, lr: 0.05}}
 student: *linear
 arms:
   student_alone: {lam: 1.0}

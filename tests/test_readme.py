@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,10 +14,14 @@ from crossdistill.training import evaluate
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _run_example(index: int) -> dict:
-    code = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[index]
+def _blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README.read_text(), re.S)
+
+
+def _run_example(*indices: int) -> dict:
     namespace: dict = {}
-    exec(compile(code, str(README), "exec"), namespace)
+    for index in indices:
+        exec(compile(_blocks("python")[index], str(README), "exec"), namespace)
     return namespace
 
 
@@ -25,9 +31,35 @@ def test_readme_python_example_runs() -> None:
     assert namespace["history"][-1]["accuracy"] > 0.8
 
 
+def test_readme_own_method_trains_through_fit_with_its_named_losses() -> None:
+    namespace = _run_example(0, 1)
+    last = namespace["history"][-1]
+    assert {"train_labels", "train_teacher", "train_hint"} <= set(last)
+    assert last["accuracy"] > 0.8
+
+
+def test_readme_own_method_runs_from_its_config_through_the_cli(tmp_path) -> None:
+    method = _blocks("python")[1].split("# One teacher pass")[0]
+    (tmp_path / "my_methods.py").write_text("from torch import nn\n" + method)
+    (tmp_path / "hint.yaml").write_text(_blocks("yaml")[0])
+    command = _blocks("bash")[[i for i, b in enumerate(_blocks("bash")) if "--import" in b][0]]
+    argv = command.split("#")[0].split()[1:]  # run hint.yaml --import my_methods.py
+    reduced = ["teachers.teacher.train.epochs=2", "student.train.epochs=2", "seeds=[0]"]
+    done = subprocess.run(
+        [sys.executable, "-m", "crossdistill.cli", *argv[:2], *reduced, *argv[2:], "--out", "run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| hint |" in done.stdout
+    assert "train_hint" in (tmp_path / "run" / "metrics.csv").read_text()
+
+
 @pytest.mark.slow
 def test_readme_generalized_distillation_example_beats_the_student_alone() -> None:
-    namespace = _run_example(1)
+    namespace = _run_example(2)
     test = namespace["data"].test.regular
     alone = evaluate(namespace["alone"], test, "classification")["accuracy"]
     student = evaluate(namespace["student"], test, "classification")["accuracy"]
@@ -35,6 +67,6 @@ def test_readme_generalized_distillation_example_beats_the_student_alone() -> No
 
 
 def test_readme_gdda_example_trusts_the_good_teacher() -> None:
-    namespace = _run_example(2)
+    namespace = _run_example(3)
     weights = namespace["model"].lambda_
     assert weights[1] > 0.5 and weights[2] < 0.1

@@ -1,6 +1,7 @@
 """Style transfer: VGG loading and preprocessing, Gram and losses by hand, Gatys optimisation,
 the feed-forward network trained through `fit`, the registered mappings, the real VGG-16."""
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -9,15 +10,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+from crossdistill.losses import StyleLoss, content_loss, gram_matrix, style_loss
 from crossdistill.mappings import (
-    StyleLoss,
     StyleTransfer,
     TransformNet,
-    content_loss,
-    gram_matrix,
+    TransformNetTraining,
     load_image,
     mappings,
-    style_loss,
     stylize,
     train_transform_net,
 )
@@ -98,7 +97,7 @@ def test_style_loss_module_combines_the_terms(extractor: VGGFeatures) -> None:
     expected = 0.5 * content_loss(features["relu4_2"], target) + 7.0 * style_loss(
         features, style_grams
     )
-    assert loss(output, content, None).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss(output, content).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_preprocessing_by_hand() -> None:
@@ -210,9 +209,18 @@ def test_training_the_transform_net_through_fit_lowers_its_loss(extractor: VGGFe
     network, content = TransformNet(), images(4, 3, 32, 32)
     loss = StyleLoss(extractor, stripes(32, 32), style_weight=1e5)
     before = loss(network(content), content).item()
+    frozen = copy.deepcopy(loss.state_dict())
     history = train_transform_net(network, content, loss, epochs=4, batch_size=4)
     assert len(history) == 4
+    assert [e["train_perceptual"] for e in history] == [e["train_loss"] for e in history]
     assert loss(network(content), content).item() < 0.8 * before
+    assert all(loss.state_dict()[name].equal(value) for name, value in frozen.items())
+
+
+def test_transform_net_training_refuses_a_trainable_loss(extractor: VGGFeatures) -> None:
+    loss = copy.deepcopy(StyleLoss(extractor, stripes(16, 16))).requires_grad_(True)
+    with pytest.raises(ValueError, match="must be frozen.*'extractor.features.0.weight'"):
+        TransformNetTraining(TransformNet(), loss)
 
 
 def test_fast_style_transfer_trains_once_then_loads(

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from crossdistill.experiments import run_experiment
 from crossdistill.experiments.config import load_config
-from crossdistill.experiments.runner import run_experiment
 from crossdistill.models.vgg import vgg19_features
 
 WNIDS = [f"n0{i}000000" for i in range(10)]
@@ -39,12 +39,12 @@ def test_imagenet_style_runs_end_to_end_on_synthetic_data(tmp_path: Path) -> Non
     images = {"data_dir": str(tmp_path), "size": 32, "small": 40}
     overrides = [
         *(f"data.{key}={value}" for key, value in images.items()),
-        *(f"teacher.transform.content.{key}={value}" for key, value in images.items()),
-        f"teacher.transform.weights={weights}",
-        "teacher.transform.style_size=32",
-        "teacher.transform.images=16",
-        "teacher.transform.epochs=1",
-        "teacher.train.epochs=2",
+        *(f"teachers.teacher.transform.content.{key}={value}" for key, value in images.items()),
+        f"teachers.teacher.transform.weights={weights}",
+        "teachers.teacher.transform.style_size=32",
+        "teachers.teacher.transform.images=16",
+        "teachers.teacher.transform.epochs=1",
+        "teachers.teacher.train.epochs=2",
         "student.train.epochs=2",
         "validation=10",
         "seeds=[0]",
@@ -52,7 +52,8 @@ def test_imagenet_style_runs_end_to_end_on_synthetic_data(tmp_path: Path) -> Non
         "arms.teacher.temperature=2",
     ]
     config = load_config("imagenet_style", overrides)
-    assert config.arms["teacher"].mapping == config.teacher.transform  # one φ, shared by anchor
+    # one φ, shared by the YAML anchor
+    assert config.arms["teacher"].mapping == config.teachers["teacher"].transform
     out = tmp_path / "run"
     table = run_experiment(config, out, progress=False)
 

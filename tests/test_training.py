@@ -8,9 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossdistill.data import ArrayData
-from crossdistill.losses import MultiDomainLoss
 from crossdistill.mappings import GaussianNoise, Identity
-from crossdistill.methods import distill
+from crossdistill.methods import Distillation, Supervised, distill
 from crossdistill.training import TeacherCache, evaluate, fit, metrics
 
 
@@ -34,8 +33,7 @@ def test_fit_learns_and_reports_each_epoch() -> None:
     data = _blobs()
     model = _model(0)
     history = fit(
-        model,
-        MultiDomainLoss(lam=1.0),
+        Supervised(model),
         data,
         epochs=5,
         batch_size=16,
@@ -49,9 +47,9 @@ def test_fit_learns_and_reports_each_epoch() -> None:
 
 def test_fit_is_deterministic_for_a_seed() -> None:
     data = _blobs()
-    runs = [fit(_model(1, 0.3), MultiDomainLoss(lam=1.0), data, epochs=3, seed=7) for _ in range(2)]
+    runs = [fit(Supervised(_model(1, 0.3)), data, epochs=3, seed=7) for _ in range(2)]
     assert runs[0] == runs[1]
-    other = fit(_model(1, 0.3), MultiDomainLoss(lam=1.0), data, epochs=3, seed=8)
+    other = fit(Supervised(_model(1, 0.3)), data, epochs=3, seed=8)
     assert other != runs[0]
 
 
@@ -63,7 +61,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path) -> None:
         return evaluate(model, test, "classification")
 
     reference_model = _model(0, dropout=0.5)
-    reference = fit(reference_model, MultiDomainLoss(lam=1.0), data, validate=validate, **settings)
+    reference = fit(Supervised(reference_model), data, validate=validate, **settings)
 
     calls = {"n": 0}
 
@@ -76,8 +74,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path) -> None:
     checkpoint = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt):
         fit(
-            _model(0, dropout=0.5),
-            MultiDomainLoss(lam=1.0),
+            Supervised(_model(0, dropout=0.5)),
             data,
             validate=crashing,
             checkpoint=checkpoint,
@@ -87,8 +84,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path) -> None:
 
     resumed_model = _model(99, dropout=0.5)  # other weights: the checkpoint must replace them
     resumed = fit(
-        resumed_model,
-        MultiDomainLoss(lam=1.0),
+        Supervised(resumed_model),
         data,
         validate=validate,
         checkpoint=checkpoint,
@@ -172,15 +168,12 @@ def test_distill_needs_a_teacher_unless_lambda_is_one() -> None:
     assert len(distill(_model(0), _blobs(), lam=1.0, epochs=2)) == 2
 
 
-def test_teacher_outputs_must_align_with_data() -> None:
-    with pytest.raises(ValueError, match="teacher_outputs has 5 rows"):
-        fit(
-            _model(0),
-            MultiDomainLoss(lam=0.5),
-            _blobs(),
-            epochs=1,
-            teacher_outputs=torch.zeros(5, 3),
-        )
+def test_columns_must_align_and_hold_what_the_method_reads() -> None:
+    data = _blobs()
+    with pytest.raises(ValueError, match="same number of rows; found x: 96, y: 96, teacher/t: 5"):
+        fit(Supervised(_model(0)), data.columns(**{"teacher/t": torch.zeros(5, 3)}), epochs=1)
+    with pytest.raises(ValueError, match="Distillation reads column 'teacher/teacher'"):
+        fit(Distillation(_model(0), lam=0.5), data, epochs=1)
 
 
 def test_any_map_style_dataset_becomes_in_memory_tensors() -> None:

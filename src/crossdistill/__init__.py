@@ -6,23 +6,27 @@ rest: `crossdistill.data`, `crossdistill.mappings` (φ), `crossdistill.losses`,
 `crossdistill.experiments`.
 """
 
-from .data import ArrayData, DomainSplits, datasets, random_split
+from .data import ArrayData, Columns, DomainSplits, datasets, random_split
 from .mappings import mappings
-from .methods import distill, distillation_loss
+from .methods import Distillation, Method, Supervised, distill, methods
 from .models import count_parameters, models
 from .training import TeacherCache, evaluate, fit, predict
 
 __all__ = [
     "ArrayData",
+    "Columns",
+    "Distillation",
     "DomainSplits",
+    "Method",
+    "Supervised",
     "TeacherCache",
     "count_parameters",
     "datasets",
     "distill",
-    "distillation_loss",
     "evaluate",
     "fit",
     "mappings",
+    "methods",
     "models",
     "predict",
     "random_split",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
 from .data import DataFormatError
-from .experiments.config import ConfigError, builtin_configs, load_config
-from .experiments.runner import run_experiment
+from .experiments import ConfigError, builtin_configs, load_config, run_experiment
+from .models import ModelFileError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("overrides", nargs="*", help="key=value settings, e.g. seeds=[0,1]")
     run.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a Python module or .py file to import first (it may register methods, models, "
+        "mappings or datasets); repeatable",
+    )
     commands.add_parser("list", help="list the built-in experiments")
     args = parser.parse_args(argv)
 
@@ -31,17 +42,41 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:26s} {description[0] if description else ''}")
         return 0
     try:
+        for module in args.imports:
+            _import(module)
         config = load_config(args.config, args.overrides)
         out = args.out or Path("runs") / config.name
         print(f"running {config.name} into {out}", file=sys.stderr)
         run_experiment(config, out, progress=not args.quiet)
-    except (ConfigError, DataFormatError, FileNotFoundError, FileExistsError, ValueError) as error:
+    except (
+        ConfigError,
+        DataFormatError,
+        ModelFileError,
+        FileNotFoundError,
+        FileExistsError,
+        ImportError,
+        ValueError,
+    ) as error:
         print(f"crossdistill: error: {error}", file=sys.stderr)
         return 2
     print((out / "table.md").read_text())
     files = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
     print(f"outputs in {out}/ ({', '.join(files)})")
     return 0
+
+
+def _import(module: str) -> None:
+    """Import ``module``: a dotted module name, or the path of a ``.py`` file."""
+    if not module.endswith(".py"):
+        importlib.import_module(module)
+        return
+    path = Path(module)
+    if not path.is_file():
+        raise ImportError(f"--import {module}: no such file")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = loaded
+    spec.loader.exec_module(loaded)
 
 
 if __name__ == "__main__":

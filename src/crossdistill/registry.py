@@ -56,11 +56,23 @@ class Registry(Generic[T]):
                 f"it accepts {', '.join(accepted) or 'no settings'}"
             )
 
-    def build(self, spec: Spec, **defaults: Any) -> T:
-        """Construct the component a spec names; ``defaults`` fill arguments the spec leaves out."""
+    def build(self, spec: Spec, *, offer: Mapping[str, Any] | None = None, **defaults: Any) -> T:
+        """Construct the component a spec names; ``defaults`` fill arguments the spec leaves out.
+
+        ``offer`` holds keywords passed only to a constructor that takes them (by name or
+        through ``**kwargs``), e.g. the λ and T a driver offers every method.
+        """
         name, kwargs = self._split(spec)
+        constructor = self._constructors[name]
+        if offer:
+            parameters = inspect.signature(constructor).parameters
+            takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+            defaults = {
+                **{k: v for k, v in offer.items() if takes_any or k in parameters},
+                **defaults,
+            }
         try:
-            return self._constructors[name](**{**defaults, **kwargs})
+            return constructor(**{**defaults, **kwargs})
         except TypeError as error:
             raise ValueError(f"{self.kind} {name!r}: {error}") from error
 

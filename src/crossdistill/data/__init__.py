@@ -1,10 +1,9 @@
 """Data: IDX files, dataset sources and cache, and named datasets split into Big / Small / Test."""
 
 from .archives import RemoteArchive, locate_unpacked
-from .arrays import ArrayData, random_split
+from .arrays import ArrayData, Columns, random_split
 from .cifar import read_cifar_batch
 from .datasets import DomainSplits, datasets, load_idx_pair
-from .generated import generate_digits, generated_mnist, write_generated_mnist
 from .idx import DataFormatError, read_idx, write_idx
 from .imagenette import load_image_folder
 from .office import OFFICE31_DOMAINS, read_feature_file
@@ -14,6 +13,7 @@ from .synthetic import synthetic_regression
 
 __all__ = [
     "ArrayData",
+    "Columns",
     "ChecksumError",
     "DataFormatError",
     "DomainSplits",
@@ -24,8 +24,6 @@ __all__ = [
     "RemoteFile",
     "cache_dir",
     "datasets",
-    "generate_digits",
-    "generated_mnist",
     "load_image_folder",
     "load_idx_pair",
     "locate",
@@ -36,6 +34,5 @@ __all__ = [
     "read_feature_file",
     "read_idx",
     "synthetic_regression",
-    "write_generated_mnist",
     "write_idx",
 ]

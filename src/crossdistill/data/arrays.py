@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +34,10 @@ class ArrayData(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         return self.x[index], self.y[index]
 
+    def columns(self, **extra: Tensor) -> Columns:
+        """The rows as named columns ``{"x": x, "y": y, **extra}`` (see `Columns`)."""
+        return Columns({"x": self.x, "y": self.y, **extra})
+
     def subset(self, index: Tensor) -> ArrayData:
         """The rows ``index`` (a ``(M,)`` int64 tensor) as a new dataset."""
         return ArrayData(self.x[index], self.y[index])
@@ -55,6 +59,31 @@ class ArrayData(Dataset):
     def num_classes(self) -> int:
         """Number of classes, ``max(y) + 1`` (classification targets only)."""
         return int(self.y.max()) + 1
+
+
+class Columns(dict[str, Tensor]):
+    """Named tensors with the same first dimension N, sliced together by the same row indices.
+
+    A training batch is ``{name: column[index]}``: ``x`` (inputs), ``y`` (targets) and any
+    precomputed column, e.g. ``x_star`` (privileged inputs), ``teacher/<name>`` (a teacher's
+    outputs) or ``features/<name>/<layer>`` (a teacher layer's activations).
+    """
+
+    def __init__(self, columns: Mapping[str, Tensor]) -> None:
+        super().__init__(columns)
+        lengths = {name: len(column) for name, column in self.items()}
+        if len(set(lengths.values())) > 1:
+            found = ", ".join(f"{name}: {n}" for name, n in lengths.items())
+            raise ValueError(f"columns must have the same number of rows; found {found}")
+
+    @property
+    def num_rows(self) -> int:
+        """N, the rows every column has (0 when there are no columns)."""
+        return len(next(iter(self.values()))) if self else 0
+
+    def subset(self, index: Tensor) -> Columns:
+        """The rows ``index`` (a ``(M,)`` int64 tensor) of every column."""
+        return Columns({name: column[index] for name, column in self.items()})
 
 
 def random_indices(n: int, first: int, seed: int) -> tuple[Tensor, Tensor]:

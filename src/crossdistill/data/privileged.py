@@ -4,15 +4,12 @@ student sees at training and test time, and privileged inputs x* that only the t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from ..mappings import mappings
-from ..registry import Registry, Spec
+from ..registry import Registry
 from .arrays import ArrayData
-from .datasets import datasets
 
 
 @dataclass(frozen=True)
@@ -65,6 +62,7 @@ class PrivilegedSplits:
 privileged_datasets: Registry[PrivilegedSplits] = Registry("privileged dataset")
 """Builders by name, each called with a repetition ``seed``:
 ``privileged_datasets.build({"name": "lopez_paz_synthetic", "setting": "clean_labels"}, seed=0)``.
+Higher layers register builders that need more than data (``regular_view``, a mapping's view).
 """
 
 SYNTHETIC_SETTINGS = (
@@ -136,31 +134,3 @@ def lopez_paz_synthetic(
         train=PrivilegedData(x_train, star_train, y[:train]),
         test=PrivilegedData(x_test, star_test, y[train:]),
     )
-
-
-@privileged_datasets.register("regular_view")
-def regular_view(
-    *,
-    dataset: Spec,
-    view: Spec,
-    train: int,
-    seed: int = 0,
-    data_dir: str | Path | None = None,
-) -> PrivilegedSplits:
-    """A dataset's inputs as privileged information and a mapping of them as the regular inputs.
-
-    Training rows are the dataset's Small of ``train`` rows drawn with ``seed``; Test is its
-    Test. x* is the dataset's x; x = ``view``(x*), a registered mapping applied once (e.g.
-    ``{"name": "resize", "size": 7, "antialias": true}``: 28×28 digits seen at 7×7).
-    """
-    spec = {"name": dataset} if isinstance(dataset, str) else dict(dataset)
-    if data_dir is not None:
-        spec["data_dir"] = data_dir
-    splits = datasets.build({**spec, "small": train, "seed": seed})
-    phi = mappings.build(view)
-
-    def both(data: ArrayData) -> PrivilegedData:
-        with torch.no_grad():
-            return PrivilegedData(phi(data.x), data.x, data.y)
-
-    return PrivilegedSplits(train=both(splits.small), test=both(splits.test))

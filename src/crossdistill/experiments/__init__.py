@@ -1,13 +1,20 @@
-"""Experiments from configs: schema and loading, the runner, tables and figures."""
+"""Experiments from configs: the schema, one driver for every kind, the report.
 
+Each kind is one module that registers its `ExperimentKind` in `kinds`: `distillation`
+(SPEC §1.2), `privileged` (generalized distillation) and `gdda` (the GDDA-SVM).
+"""
+
+from . import distillation, gdda, privileged  # noqa: F401  (register the kinds)
 from .config import ConfigError, ExperimentConfig, builtin_configs, load_config
-from .runner import Experiment, run_experiment
+from .driver import ExperimentKind, choose, kinds, run_experiment
 
 __all__ = [
     "ConfigError",
-    "Experiment",
     "ExperimentConfig",
+    "ExperimentKind",
     "builtin_configs",
+    "choose",
+    "kinds",
     "load_config",
     "run_experiment",
 ]

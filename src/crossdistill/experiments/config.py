@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FilePath,
     PositiveInt,
     ValidationError,
     model_validator,
@@ -21,23 +22,29 @@ from pydantic import (
 from ..data import DomainSplits, datasets, privileged_datasets
 from ..data.arrays import random_indices
 from ..mappings import mappings
-from ..methods import GDDAClassifier
+from ..methods import GDDAClassifier, methods
 from ..models import models
 from ..registry import Registry, Spec
 
+OFFERED_TO_METHODS = ("task", "lam", "temperature", "teacher", "t2_scale", "soften_student")
+"""Keywords a driver offers every method's constructor besides ``student`` (it takes those it
+names)."""
 
-def _registered(registry: Registry) -> AfterValidator:
-    """A validator: the spec names a registered component and only settings it accepts."""
+
+def _registered(registry: Registry, *provided: str) -> AfterValidator:
+    """A validator: the spec names a registered component and only settings it accepts
+    (``provided`` are the arguments the driver adds at build time)."""
 
     def check(spec: Spec) -> Spec:
-        registry.check(spec, "in_shape", "num_outputs")
+        registry.check(spec, *provided)
         return spec
 
     return AfterValidator(check)
 
 
-ModelSpec = Annotated[Spec, _registered(models)]
+ModelSpec = Annotated[Spec, _registered(models, "in_shape", "num_outputs")]
 MappingSpec = Annotated[Spec, _registered(mappings)]
+MethodSpec = Annotated[Spec, _registered(methods, "student", *OFFERED_TO_METHODS)]
 
 
 def _check_privileged(spec: Spec) -> Spec:
@@ -100,17 +107,42 @@ class DataConfig(_Strict):
 
 
 class TeacherConfig(_Strict):
-    """The teacher: trained once on ``transform`` applied to the Big split of ``data``.
+    """A teacher, named in ``teachers``: trained here, or one the user already trained.
 
-    ``data`` defaults to the experiment's own dataset; ``transform`` is the source-domain map
-    (e.g. the noise the teacher's data carries), applied once before training.
+    - ``model`` + ``train``: trained once on ``transform`` applied to the Big split of ``data``
+      (default the experiment's own dataset), checkpointed in the run directory;
+    - ``model`` + ``checkpoint``: the spec built and given the state dict saved at that path
+      (``torch.save(model.state_dict(), path)``), never trained;
+    - ``torchscript``: the TorchScript model saved at that path (``torch.jit.save``).
+
+    ``transform`` is the source-domain map of the teacher's own data (e.g. the noise it
+    carries): the data its Test metrics are measured on. Paths are relative to the current
+    directory.
     """
 
-    model: ModelSpec
-    train: TrainConfig
+    model: ModelSpec | None = None
+    train: TrainConfig | None = None
+    checkpoint: FilePath | None = None
+    torchscript: FilePath | None = None
     data: DataConfig | None = None
     transform: MappingSpec = "identity"
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_source(self) -> TeacherConfig:
+        given = [f for f in ("model", "train", "checkpoint", "torchscript") if getattr(self, f)]
+        if given not in (["model", "train"], ["model", "checkpoint"], ["torchscript"]):
+            raise ValueError(
+                "give model and train (trained here), model and checkpoint (a state dict you "
+                "saved) or torchscript (a TorchScript file); found "
+                + (", ".join(given) or "none of them")
+            )
+        return self
+
+    @property
+    def trained_here(self) -> bool:
+        """Whether the run trains this teacher (rather than loading it from a file)."""
+        return self.train is not None
 
 
 class StudentConfig(_Strict):
@@ -121,15 +153,21 @@ class StudentConfig(_Strict):
 
 
 class ArmConfig(_Strict):
-    """One compared method: the loss weight λ (1 = no teacher), temperature T and mapping φ.
+    """One compared arm: a registered ``method`` (default ``distillation``, SPEC §1.2) with the
+    loss weight λ (1 = no teacher), temperature T, the ``teacher`` it learns from (by name;
+    default the config's only teacher) and the mapping φ in front of it.
 
     A list for ``lam`` or ``temperature`` is a sweep: the value is chosen on the validation part
-    of Small (never on Test), then the arm is trained on all of Small with it.
+    of Small (never on Test), then the arm is trained on all of Small with it. ``t2_scale`` and
+    ``soften_student`` are offered to the method with λ, T and the teacher's name; a method
+    takes the ones its constructor names.
     """
 
     lam: Sweep
     temperature: Sweep = 1.0
     mapping: MappingSpec = "identity"
+    teacher: str | None = None
+    method: MethodSpec = "distillation"
     t2_scale: bool = True
     soften_student: bool = True
 
@@ -143,35 +181,40 @@ class ArmConfig(_Strict):
                 raise ValueError(f"temperature must be positive, found {temperature}")
         return self
 
-    @property
-    def uses_teacher(self) -> bool:
-        """Whether any swept λ gives the teacher's term a weight."""
-        return any(lam < 1.0 for lam in _as_list(self.lam))
-
     def settings(self) -> list[tuple[float, float]]:
         """Every (λ, T) pair of the sweep, in config order."""
         return list(itertools.product(_as_list(self.lam), _as_list(self.temperature)))
 
 
 class ExperimentConfig(_Strict):
-    """A whole experiment: data, teacher, student, the arms compared, and the seeds."""
+    """A whole experiment: data, teachers by name, student, the arms compared, and the seeds."""
 
     kind: Literal["distillation"] = "distillation"
     name: str
     description: str = ""
     task: Literal["classification", "regression"] = "classification"
     data: DataConfig
-    teacher: TeacherConfig
+    teachers: dict[str, TeacherConfig] = Field(default_factory=dict)
     student: StudentConfig
     arms: dict[str, ArmConfig] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     validation: PositiveInt = 200
     device: str = "cpu"
 
+    @model_validator(mode="after")
+    def _check_teachers(self) -> ExperimentConfig:
+        _check_arm_teachers(self.arms, self.teachers)
+        return self
+
+    def teacher_of(self, arm: ArmConfig) -> str:
+        """The teacher an arm learns from (see `teacher_of`)."""
+        return teacher_of(arm, self.teachers)
+
 
 class PrivilegedConfig(_Strict):
-    """Generalized distillation (SPEC §1.6): for every problem and repetition ``seed``, a teacher
-    trained on the privileged inputs x* of the training rows and students on their regular x.
+    """Generalized distillation (SPEC §1.6): for every problem and repetition ``seed``, teachers
+    (by name) trained on the privileged inputs x* of the training rows and students on their
+    regular x; each arm reads its ``teacher`` (default the only one).
 
     ``problems`` name `crossdistill.data.privileged_datasets` specs (each built once per seed).
     Swept λ, T are chosen per repetition on a ``validation`` fraction of the training rows (the
@@ -184,7 +227,7 @@ class PrivilegedConfig(_Strict):
     name: str
     description: str = ""
     problems: dict[str, PrivilegedDataSpec] = Field(min_length=1)
-    teacher: StudentConfig
+    teachers: dict[str, StudentConfig] = Field(min_length=1)
     student: StudentConfig
     arms: dict[str, ArmConfig] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
@@ -193,8 +236,16 @@ class PrivilegedConfig(_Strict):
     curves: bool = False
     device: str = "cpu"
 
+    def teacher_of(self, arm: ArmConfig) -> str:
+        """The teacher an arm learns from (see `teacher_of`)."""
+        return teacher_of(arm, self.teachers)
+
     @model_validator(mode="after")
     def _check_arms(self) -> PrivilegedConfig:
+        _check_arm_teachers(self.arms, self.teachers)
+        for name in self.teachers:
+            if name in self.arms:
+                raise ValueError(f"teacher {name!r} has the name of an arm; rename one of them")
         for name, arm in self.arms.items():
             if arm.mapping != "identity":
                 raise ValueError(
@@ -204,16 +255,13 @@ class PrivilegedConfig(_Strict):
         return self
 
 
-class SourceConfig(_Strict):
-    """One source domain and its teacher for GDDA: trained once on ``transform`` applied to the
-    Big split of ``data``, then applied to ``mapping``(target x) to give soft labels."""
+class GDDATeacherConfig(TeacherConfig):
+    """A teacher of a GDDA config, on its own source domain (``data``, required): trained on
+    ``transform`` of its Big or loaded (see `TeacherConfig`); it gives soft labels on
+    ``mapping``(target x)."""
 
     data: DataConfig
-    transform: MappingSpec = "identity"
-    model: ModelSpec
-    train: TrainConfig
     mapping: MappingSpec = "identity"
-    seed: int = 0
 
 
 class GDDAConfig(_Strict):
@@ -222,7 +270,7 @@ class GDDAConfig(_Strict):
     The target pool is ``target``'s Train (Big ∪ Small); each repetition ``seed`` labels
     ``labelled_per_class`` random pool rows per class and leaves the others unlabelled (they get
     the teachers' soft labels only); accuracy is measured on ``target``'s Test. The LS-SVM reads
-    ``features``(target x), flattened. Each arm is a set of ``sources``; per arm and repetition
+    ``features``(target x), flattened. Each arm is a list of ``teachers``; per arm and repetition
     the classifier (`crossdistill.methods.GDDAClassifier` with ``classifier`` settings) learns
     λ by gradient, by the LOO-best point of the grid ``{0, 1/grid_steps, …, 1}^M ∩ simplex``
     (brute force), and is scored at every grid point for the curves.
@@ -233,7 +281,7 @@ class GDDAConfig(_Strict):
     description: str = ""
     target: DataConfig
     features: MappingSpec = "identity"
-    sources: dict[str, SourceConfig] = Field(min_length=1)
+    teachers: dict[str, GDDATeacherConfig] = Field(min_length=1)
     arms: dict[str, list[str]] = Field(min_length=1)
     classifier: dict[str, Any] = Field(default_factory=dict)
     labelled_per_class: PositiveInt = 1
@@ -244,10 +292,10 @@ class GDDAConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> GDDAConfig:
         for name, members in self.arms.items():
-            unknown = [m for m in members if m not in self.sources]
+            unknown = [m for m in members if m not in self.teachers]
             if not members or unknown:
                 raise ValueError(
-                    f"arm {name!r} must list sources among {', '.join(self.sources)} "
+                    f"arm {name!r} must list teachers among {', '.join(self.teachers)} "
                     f"(found {members!r})"
                 )
         allowed = set(GDDAClassifier().get_params()) - {"lambda_search"}
@@ -266,6 +314,24 @@ SCHEMAS: dict[str, type[AnyConfig]] = {
     "gdda": GDDAConfig,
 }
 """Config classes by their ``kind`` field (absent: ``distillation``)."""
+
+
+def teacher_of(arm: ArmConfig, teachers: dict[str, Any]) -> str:
+    """The teacher an arm learns from: its own ``teacher``, else the config's only one, else
+    ``"teacher"`` (a method that reads a teacher that does not exist fails before anything
+    runs)."""
+    if arm.teacher is not None:
+        return arm.teacher
+    return next(iter(teachers)) if len(teachers) == 1 else "teacher"
+
+
+def _check_arm_teachers(arms: dict[str, ArmConfig], teachers: dict[str, Any]) -> None:
+    for name, arm in arms.items():
+        if arm.teacher is not None and arm.teacher not in teachers:
+            raise ValueError(
+                f"arm {name!r} names teacher {arm.teacher!r}; teachers has "
+                f"{', '.join(teachers) or 'none'}"
+            )
 
 
 def _as_list(value: Sweep) -> list[float]:

@@ -1,5 +1,5 @@
-"""Run a GDDA config (SPEC §1.6): source teachers' soft labels on a target domain with one
-labelled row per class, the GDDA-SVM's learned λ against the brute-force grid."""
+"""The GDDA kind (SPEC §1.6): teachers' soft labels on a target domain with one labelled row
+per class, the GDDA-SVM's learned λ against the brute-force grid."""
 
 from __future__ import annotations
 
@@ -12,18 +12,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from ..data import ArrayData, DomainSplits
-from ..files import atomic_path
+from ..data import DomainSplits
+from ..figures import save_figure
 from ..mappings import mappings
-from ..mappings.figures import save_figure
-from ..methods import GDDAClassifier, distill
+from ..methods import GDDAClassifier
 from ..methods.gdda import UNLABELLED, simplex_grid
-from ..models import count_parameters, models
-from ..training import evaluate, predict
-from .config import GDDAConfig, SourceConfig, dump_config
-from .report import claim_directory, markdown_table, read_csv, summarize, write_csv
+from ..models import count_parameters
+from ..training import TeacherCache, evaluate
+from .driver import ExperimentKind, Rows, kinds
+from .report import markdown_table, summarize, write_csv
+from .teachers import load_teacher, train_teacher
 
 STUDENT_ALONE = "student_alone"
 """Arm of the LS-SVM fitted on the labelled target rows only (no teacher)."""
@@ -55,61 +54,109 @@ def labelled_rows(y: Tensor, per_class: int, seed: int) -> Tensor:
     return torch.cat(chosen).sort().values
 
 
-class GDDAExperiment:
-    """A `GDDAConfig` bound to its run directory.
+@kinds.register("gdda")
+class GDDAKind(ExperimentKind):
+    """A `GDDAConfig`: its teachers trained (or loaded) once, then one unit per repetition.
 
-    The directory holds ``config.yaml``, ``teachers.csv`` (each source teacher's accuracy on
-    its own Test and on the target's Test), ``results.csv`` (per repetition and arm, the
+    The directory holds ``config.yaml``, ``teachers.csv`` (each teacher's accuracy on its own
+    Test and on the target's Test), ``results.csv`` (per repetition and arm, the
     `TABLE_METRICS` and the learned λ), ``curves.csv`` (Test accuracy and LOO loss at every grid
-    λ), ``table.csv`` / ``table.md`` (mean ± std over repetitions), ``figures/<arm>.png`` and
-    ``checkpoints/`` (the trained teachers). A rerun skips finished repetitions.
+    λ), ``table.csv`` / ``table.md`` (mean ± std over repetitions), ``figures/<arm>.png``,
+    ``units/`` and ``checkpoints/`` (the trained teachers).
     """
 
-    def __init__(self, config: GDDAConfig, out: str | Path, progress: bool = True) -> None:
-        self.config = config
-        self.out = Path(out)
-        self.progress = progress
+    outputs = ("curves", "results")
 
-    def run(self) -> list[dict]:
-        """Run every unfinished repetition, write all outputs and return the table rows."""
-        target = self.config.target.load()  # a missing or corrupt file fails before any output
-        claim_directory(self.out, dump_config(self.config))
-        pool, test = target.train, target.test
+    def check(self) -> None:
+        target = self.config.target.load()
+        self.pool, self.test = target.train, target.test
+        self.num_classes = self.pool.num_classes
         features = mappings.build(self.config.features)
-        pool_x, test_x = (_flat(features, data.x) for data in (pool, test))
-        num_classes = pool.num_classes
-        probas = self._teachers(pool, test, num_classes)
-        files = {name: self.out / f"{name}.csv" for name in ("results", "curves")}
-        rows = {name: read_csv(path) if path.exists() else [] for name, path in files.items()}
-        done = {int(row["seed"]) for row in rows["results"]}
-        y_pool, y_test = pool.y.numpy(), test.y.numpy()
-        for seed in tqdm(
-            self.config.seeds, desc=self.config.name, disable=None if self.progress else True
-        ):
-            if seed in done:
-                continue
-            labelled = labelled_rows(pool.y, self.config.labelled_per_class, seed).numpy()
-            y_semi = np.full_like(y_pool, UNLABELLED)
-            y_semi[labelled] = y_pool[labelled]
-            alone = self._classifier().fit(pool_x[labelled], y_pool[labelled])
-            new = {
-                "results": [{"arm": STUDENT_ALONE, "accuracy": alone.score(test_x, y_test)}],
-                "curves": [],
-            }
-            for arm, members in self.config.arms.items():
-                teachers_pool = np.stack([probas[m][0] for m in members], axis=1)
-                teachers_test = np.stack([probas[m][1] for m in members], axis=1)
-                result, curve = self._arm(
-                    pool_x, y_semi, teachers_pool, test_x, y_test, teachers_test
+        self.pool_x, self.test_x = (_flat(features, data.x) for data in (self.pool, self.test))
+        used = dict.fromkeys(m for members in self.config.arms.values() for m in members)
+        decoded: dict[str, DomainSplits] = {}  # teachers sharing a dataset decode it once
+        self.teacher_data = {}
+        for name in used:
+            spec = self.config.teachers[name]
+            key = spec.data.model_dump_json()
+            if key not in decoded:
+                decoded[key] = spec.data.load()
+            transform = mappings.build(spec.transform)
+            self.teacher_data[name] = tuple(
+                part.map_x(transform) for part in (decoded[key].big, decoded[key].test)
+            )
+        self.teachers = {
+            name: load_teacher(
+                name, spec, self.teacher_data[name][1], self.num_classes, self.config.device
+            )
+            for name, spec in self.config.teachers.items()
+            if name in used and not spec.trained_here
+        }
+
+    def setup(self) -> None:
+        """Each used teacher trained once (or loaded): its probabilities on the pool and on
+        Test, ``(L, N)`` and ``(T, N)``; ``teachers.csv`` records its accuracies."""
+        cache, self.probas, records = TeacherCache(), {}, []
+        for name, (big, own_test) in self.teacher_data.items():
+            spec = self.config.teachers[name]
+            if name not in self.teachers:
+                self.teachers[name], _ = train_teacher(
+                    spec,
+                    big,
+                    own_test,
+                    "classification",
+                    self.num_classes,
+                    checkpoint=self.out / "checkpoints" / "teachers" / f"{name}.pt",
+                    device=self.config.device,
+                    progress=self.label(f"teacher {name}"),
                 )
-                new["results"].append({"arm": arm, **result})
-                new["curves"] += [{"arm": arm, **point} for point in curve]
-            for name in ("curves", "results"):  # results last: it marks the repetition done
-                rows[name] += [{"seed": seed, **row} for row in new[name]]
-                write_csv(rows[name], files[name])
+            teacher, phi = self.teachers[name], mappings.build(spec.mapping)
+            pool_p, test_p = (
+                cache.outputs(teacher, phi, data.x).softmax(1).double().numpy()
+                for data in (self.pool, self.test)
+            )
+            self.probas[name] = (pool_p, test_p)
+            records.append(
+                {
+                    "teacher": name,
+                    "parameters": count_parameters(teacher),
+                    "source_test_accuracy": evaluate(teacher, own_test, "classification")[
+                        "accuracy"
+                    ],
+                    "target_test_accuracy": float(np.mean(test_p.argmax(1) == self.test.y.numpy())),
+                }
+            )
+        write_csv(records, self.out / "teachers.csv")
+
+    def units(self) -> list[str]:
+        return [f"seed {seed}" for seed in self.config.seeds]
+
+    def run_unit(self, unit: str) -> Rows:
+        """One repetition: ``labelled_per_class`` labelled pool rows, every arm's fits."""
+        seed = int(unit.removeprefix("seed "))
+        y_pool, y_test = self.pool.y.numpy(), self.test.y.numpy()
+        labelled = labelled_rows(self.pool.y, self.config.labelled_per_class, seed).numpy()
+        y_semi = np.full_like(y_pool, UNLABELLED)
+        y_semi[labelled] = y_pool[labelled]
+        alone = self._classifier().fit(self.pool_x[labelled], y_pool[labelled])
+        results = [{"arm": STUDENT_ALONE, "accuracy": alone.score(self.test_x, y_test)}]
+        curves = []
+        for arm, members in self.config.arms.items():
+            teachers_pool = np.stack([self.probas[m][0] for m in members], axis=1)
+            teachers_test = np.stack([self.probas[m][1] for m in members], axis=1)
+            result, curve = self._arm(
+                self.pool_x, y_semi, teachers_pool, self.test_x, y_test, teachers_test
+            )
+            results.append({"arm": arm, **result})
+            curves += [{"arm": arm, **point} for point in curve]
+        return {
+            "curves": [{"seed": seed, **row} for row in curves],
+            "results": [{"seed": seed, **row} for row in results],
+        }
+
+    def table(self, rows: Rows) -> tuple[list[dict], str]:
         table = self._table(rows["results"])
-        self._write_outputs(table, rows["curves"], rows["results"])
-        return table
+        return table, self._write_outputs(table, rows["curves"], rows["results"])
 
     def _classifier(self, **settings) -> GDDAClassifier:
         return GDDAClassifier(**{**self.config.classifier, **settings})
@@ -154,61 +201,6 @@ class GDDAExperiment:
             )
         return result, curve
 
-    def _teachers(
-        self, pool: ArrayData, test: ArrayData, num_classes: int
-    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Each used source's teacher, trained once: its probabilities on the pool and on Test,
-        ``(L, N)`` and ``(T, N)``; ``teachers.csv`` records its accuracies."""
-        used = dict.fromkeys(m for members in self.config.arms.values() for m in members)
-        probas, records = {}, []
-        loaded: dict[str, DomainSplits] = {}  # sources sharing a dataset decode it once
-        for name in used:
-            source = self.config.sources[name]
-            key = source.data.model_dump_json()
-            if key not in loaded:
-                loaded[key] = source.data.load()
-            splits = loaded[key]
-            transform = mappings.build(source.transform)
-            teacher = self._train_teacher(name, source, splits.big.map_x(transform), num_classes)
-            phi = mappings.build(source.mapping)
-            outputs = [
-                predict(teacher, phi(data.x)).softmax(1).double().numpy() for data in (pool, test)
-            ]
-            probas[name] = (outputs[0], outputs[1])
-            own = evaluate(teacher, splits.test.map_x(transform), "classification")
-            records.append(
-                {
-                    "source": name,
-                    "parameters": count_parameters(teacher),
-                    "source_test_accuracy": own["accuracy"],
-                    "target_test_accuracy": float(np.mean(outputs[1].argmax(1) == test.y.numpy())),
-                }
-            )
-        write_csv(records, self.out / "teachers.csv")
-        return probas
-
-    def _train_teacher(
-        self, name: str, source: SourceConfig, train: ArrayData, num_classes: int
-    ) -> nn.Module:
-        """The source's teacher trained on ``train`` (its transformed Big), or read back from
-        its checkpoint."""
-        torch.manual_seed(source.seed)
-        teacher = models.build(
-            source.model, in_shape=tuple(train.x.shape[1:]), num_outputs=num_classes
-        ).to(self.config.device)
-        distill(
-            teacher,
-            train,
-            lam=1.0,
-            seed=source.seed,
-            checkpoint=self.out / "checkpoints" / f"{name}.pt",
-            progress=f"teacher {name}" if self.progress else False,
-            epochs=source.train.epochs,
-            batch_size=source.train.batch_size,
-            optimizer=source.train.optimizer,
-        )
-        return teacher.eval()
-
     def _table(self, results: list[dict]) -> list[dict]:
         seeds = {str(s) for s in self.config.seeds}
         values: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -220,16 +212,14 @@ class GDDAExperiment:
                     values[row["arm"], metric].append(float(row[metric]))
         return summarize(values)
 
-    def _write_outputs(self, table: list[dict], curves: list[dict], results: list[dict]) -> None:
-        write_csv(table, self.out / "table.csv")
+    def _write_outputs(self, table: list[dict], curves: list[dict], results: list[dict]) -> str:
+        """Draw the figures; return the Markdown table."""
         caption = (
             f"**{self.config.name}**: target Test accuracy, mean ± std over "
             f"{len(self.config.seeds)} repetitions ({self.config.labelled_per_class} labelled "
             "target row per class); λ learned by gradient, or `_grid`: the brute-force grid "
             "point with the lowest LOO loss; λ₀ is the true labels' weight."
         )
-        with atomic_path(self.out / "table.md") as tmp:
-            tmp.write_text(markdown_table(table, caption))
         alone = mean(float(r["accuracy"]) for r in results if r["arm"] == STUDENT_ALONE)
         for arm in self.config.arms:
             _plot_arm(
@@ -239,6 +229,7 @@ class GDDAExperiment:
                 self.out / "figures" / f"{arm}.png",
                 f"{self.config.name} / {arm} ({', '.join(self.config.arms[arm])})",
             )
+        return markdown_table(table, caption)
 
 
 def _flat(features: nn.Module, x: Tensor) -> np.ndarray:

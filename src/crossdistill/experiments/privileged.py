@@ -1,4 +1,5 @@
-"""Run a generalized-distillation config (SPEC §1.6): a teacher on x*, students on x, per seed."""
+"""The privileged kind (SPEC §1.6, generalized distillation): teachers on x*, students on x,
+per problem and repetition seed."""
 
 from __future__ import annotations
 
@@ -9,20 +10,17 @@ from statistics import mean
 import matplotlib.pyplot as plt
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..data import PrivilegedData, privileged_datasets
 from ..data.arrays import random_indices
-from ..files import atomic_path
-from ..mappings.figures import save_figure
-from ..methods import distill
+from ..figures import save_figure
+from ..methods import Method, Supervised, teacher_column, teachers_read
 from ..models import count_parameters, models
-from ..training import TeacherCache, evaluate
-from .config import ArmConfig, PrivilegedConfig, StudentConfig, dump_config
-from .report import claim_directory, markdown_table, read_csv, summarize, write_csv
-
-TEACHER = "teacher"
-"""Arm name of the teacher's own rows: trained and scored on the privileged inputs x*."""
+from ..training import TeacherCache, evaluate, fit
+from .config import ArmConfig, StudentConfig
+from .driver import ExperimentKind, Rows, arm_method, arm_reads, choose, kinds
+from .report import markdown_table, summarize
+from .teachers import training
 
 TABLE_METRICS = (
     "accuracy",
@@ -38,106 +36,108 @@ BEST_ON_TEST = "@best_on_test"
 the protocol of Lopez-Paz et al.'s published MNIST figures, shown for comparison only."""
 
 
-class PrivilegedExperiment:
-    """A `PrivilegedConfig` bound to its run directory.
+@kinds.register("privileged")
+class PrivilegedKind(ExperimentKind):
+    """A `PrivilegedConfig`: one unit per (problem, repetition seed).
 
     The directory holds ``config.yaml``, ``results.csv`` (``problem, seed, arm, lam,
-    temperature, accuracy, cross_entropy``, Test metrics of the last epoch), ``selection.csv``
-    (validation scores of swept λ, T), ``curves.csv`` (with ``curves``: Test scores of every
-    swept arm's λ, T), ``table.csv`` (``problem, arm, metric, mean, std, n``), ``table.md`` and
-    ``figures/``. The unit of work is one (problem, seed); a rerun skips finished units.
+    temperature, accuracy, cross_entropy``, Test metrics of the last epoch; each teacher's rows
+    are under its own name, scored on x*), ``selection.csv`` (validation scores of swept λ, T),
+    ``curves.csv`` (with ``curves``: Test scores of every swept arm's λ, T), ``table.csv``
+    (``problem, arm, metric, mean, std, n``), ``table.md``, ``figures/`` and ``units/``.
     """
 
-    def __init__(self, config: PrivilegedConfig, out: str | Path, progress: bool = True) -> None:
-        self.config = config
-        self.out = Path(out)
-        self.progress = progress
+    outputs = ("selection", "curves", "results")
 
-    def run(self) -> list[dict]:
-        """Run every unfinished (problem, seed), write all outputs and return the table rows."""
+    def check(self) -> None:
+        """Every problem's data for the first seed is built (a missing file writes nothing)."""
         first_seed = self.config.seeds[0]
-        # every problem's data is built once before any output: a missing file writes nothing
-        first = {
+        self.first = {
             problem: privileged_datasets.build(spec, seed=first_seed)
             for problem, spec in self.config.problems.items()
         }
-        claim_directory(self.out, dump_config(self.config))
-        files = {name: self.out / f"{name}.csv" for name in ("results", "selection", "curves")}
-        rows = {name: read_csv(path) if path.exists() else [] for name, path in files.items()}
-        done = {(row["problem"], int(row["seed"])) for row in rows["results"]}
-        bar = tqdm(
-            total=len(self.config.problems) * len(self.config.seeds),
-            desc=self.config.name,
-            unit="repetition",
-            disable=None if self.progress else True,
+        train = next(iter(self.first.values())).train
+        student = self._model(self.config.student, train.x, int(train.y.max()) + 1, 0)
+        self.reads = {
+            name: set(arm_reads(arm, self.config.teacher_of(arm), student, "classification"))
+            for name, arm in self.config.arms.items()
+        }
+        self._units = {
+            f"{problem} seed {seed}": (problem, seed)
+            for problem in self.config.problems
+            for seed in self.config.seeds
+        }
+
+    def units(self) -> list[str]:
+        return list(self._units)
+
+    def run_unit(self, unit: str) -> Rows:
+        problem, seed = self._units[unit]
+        data = (
+            self.first[problem]
+            if seed == self.config.seeds[0]
+            else privileged_datasets.build(self.config.problems[problem], seed=seed)
         )
-        for problem, spec in self.config.problems.items():
-            for seed in self.config.seeds:
-                bar.update()
-                if (problem, seed) in done:
-                    continue
-                data = (
-                    first[problem]
-                    if seed == first_seed
-                    else privileged_datasets.build(spec, seed=seed)
-                )
-                unit = self._run_unit(data.train, data.test, seed)
-                for name, new in unit.items():
-                    rows[name] += [{"problem": problem, "seed": seed, **row} for row in new]
-                for name, path in files.items():  # results last: it marks the unit done
-                    if name != "results" and rows[name]:
-                        write_csv(rows[name], path)
-                write_csv(rows["results"], files["results"])
-        bar.close()
+        rows = self._repetition(data.train, data.test, seed)
+        return {
+            name: [{"problem": problem, "seed": seed, **row} for row in new]
+            for name, new in rows.items()
+        }
+
+    def table(self, rows: Rows) -> tuple[list[dict], str]:
         table = self._table(rows["results"], rows["curves"])
-        self._write_outputs(table, rows["curves"])
-        return table
+        return table, self._write_outputs(table, rows["curves"])
 
     # -- one repetition -------------------------------------------------------------------------
-    def _run_unit(self, train: PrivilegedData, test: PrivilegedData, seed: int) -> dict:
+    def _repetition(self, train: PrivilegedData, test: PrivilegedData, seed: int) -> Rows:
         num_classes = int(train.y.max()) + 1
-        selection: list[dict] = []
         chosen = {name: arm.settings()[0] for name, arm in self.config.arms.items()}
         swept = {name: arm for name, arm in self.config.arms.items() if len(arm.settings()) > 1}
-        if swept:  # one validation split and one selection teacher serve every swept arm
+        selection: list[dict] = []
+        if swept:  # one validation split and one selection teacher each serve every swept arm
             n_valid = max(1, round(self.config.validation * len(train)))
             valid_idx, fit_idx = random_indices(len(train), n_valid, seed)
             fit_part, valid = train.subset(fit_idx), train.subset(valid_idx)
-            selector = self._teacher(fit_part, seed, num_classes)
-            selector_cache = TeacherCache()
+            selectors = self._teachers(fit_part, seed, num_classes, swept)
             for name, arm in swept.items():
-                chosen[name] = self._choose(
-                    name,
-                    arm,
-                    fit_part,
-                    valid,
-                    selector,
-                    selector_cache,
-                    seed,
-                    selection,
-                    num_classes,
+                chosen[name], records = choose(
+                    arm.settings(),
+                    lambda setting, arm=arm: [
+                        evaluate(
+                            self._student(fit_part, selectors, arm, *setting, seed, num_classes),
+                            valid.regular,
+                            "classification",
+                        )
+                    ],
+                    self.config.selection,
                 )
-        teacher = self._teacher(train, seed, num_classes)
-        cache = TeacherCache()
-        teacher_scores = evaluate(teacher, test.privileged, "classification")
+                selection += [
+                    {
+                        "arm": name,
+                        "lam": r["setting"][0],
+                        "temperature": r["setting"][1],
+                        **{k: v for k, v in r.items() if k != "setting"},
+                    }
+                    for r in records
+                ]
+        teachers = self._teachers(train, seed, num_classes, self.config.arms)
         results = [
             {
-                "arm": TEACHER,
+                "arm": name,
                 "lam": "",
                 "temperature": "",
-                **teacher_scores,
+                **evaluate(teacher, test.privileged, "classification"),
                 "teacher_parameters": count_parameters(teacher),
             }
+            for name, (teacher, _) in teachers.items()
         ]
         curves: list[dict] = []
         trained: dict[tuple[str, float, float], dict] = {}
         if self.config.curves:
-            for name, arm in self.config.arms.items():
-                if len(arm.settings()) == 1:
-                    continue
+            for name, arm in swept.items():
                 for lam, temperature in arm.settings():
                     student = self._student(
-                        train, teacher, cache, arm, lam, temperature, seed, num_classes
+                        train, teachers, arm, lam, temperature, seed, num_classes
                     )
                     trained[name, lam, temperature] = self._scores(student, test)
                     curves.append(
@@ -151,67 +151,38 @@ class PrivilegedExperiment:
         for name, arm in self.config.arms.items():
             lam, temperature = chosen[name]
             scores = trained.get((name, lam, temperature)) or self._scores(
-                self._student(train, teacher, cache, arm, lam, temperature, seed, num_classes),
-                test,
+                self._student(train, teachers, arm, lam, temperature, seed, num_classes), test
             )
             results.append({"arm": name, "lam": lam, "temperature": temperature, **scores})
         return {"results": results, "selection": selection, "curves": curves}
 
-    def _choose(
-        self,
-        name: str,
-        arm: ArmConfig,
-        fit_part: PrivilegedData,
-        valid: PrivilegedData,
-        teacher: nn.Module,
-        cache: TeacherCache,
-        seed: int,
-        selection: list[dict],
-        num_classes: int,
-    ) -> tuple[float, float]:
-        """The swept arm's (λ, T) with the best score on ``valid`` (``config.selection``;
-        accuracy ties broken by cross-entropy), students and ``teacher`` trained on
-        ``fit_part`` only."""
-        scores = {}
-        for lam, temperature in arm.settings():
-            student = self._student(
-                fit_part, teacher, cache, arm, lam, temperature, seed, num_classes
-            )
-            score = evaluate(student, valid.regular, "classification")
-            selection.append({"arm": name, "lam": lam, "temperature": temperature, **score})
-            scores[lam, temperature] = (
-                (score["cross_entropy"],)
-                if self.config.selection == "cross_entropy"
-                else (-score["accuracy"], score["cross_entropy"])
-            )
-        return min(scores, key=scores.get)
+    def _method(self, arm: ArmConfig, student: nn.Module, lam: float, temperature: float) -> Method:
+        teacher = self.config.teacher_of(arm)
+        return arm_method(arm, teacher, student, lam, temperature, "classification")
 
     def _student(
         self,
         train: PrivilegedData,
-        teacher: nn.Module,
-        cache: TeacherCache,
+        teachers: dict[str, tuple[nn.Module, TeacherCache]],
         arm: ArmConfig,
         lam: float,
         temperature: float,
         seed: int,
         num_classes: int,
     ) -> nn.Module:
-        """A student trained on ``train``'s regular inputs, with ``teacher``'s soft labels on
-        x* at (λ, T) (none at λ = 1)."""
+        """A student trained on ``train``'s regular inputs by the arm's method at (λ, T), each
+        teacher column it reads being that teacher's outputs on x*."""
         student = self._model(self.config.student, train.x, num_classes, seed)
-        distill(
-            student,
-            train.regular,
-            teacher=teacher if lam < 1 else None,
-            privileged=train.x_star if lam < 1 else None,
-            lam=lam,
-            temperature=temperature,
-            t2_scale=arm.t2_scale,
-            soften_student=arm.soften_student,
-            cache=cache,
+        method = self._method(arm, student, lam, temperature)
+        columns = train.regular.columns()
+        for name in teachers_read(method.columns):
+            teacher, cache = teachers[name]
+            columns[teacher_column(name)] = cache.outputs(teacher, None, train.x_star)
+        fit(
+            method,
+            {column: columns[column] for column in method.columns},
             seed=seed,
-            **self._training(self.config.student),
+            **training(self.config.student.train),
         )
         return student
 
@@ -223,12 +194,24 @@ class PrivilegedExperiment:
             "parameters": count_parameters(student),
         }
 
-    def _teacher(self, train: PrivilegedData, seed: int, num_classes: int) -> nn.Module:
-        teacher = self._model(self.config.teacher, train.x_star, num_classes, seed)
-        distill(
-            teacher, train.privileged, lam=1.0, seed=seed, **self._training(self.config.teacher)
-        )
-        return teacher.eval()
+    def _teachers(
+        self, train: PrivilegedData, seed: int, num_classes: int, arms
+    ) -> dict[str, tuple[nn.Module, TeacherCache]]:
+        """Every teacher the ``arms`` read, trained on ``train``'s privileged inputs x*, each
+        with a cache of its outputs."""
+        read = set().union(*(self.reads[arm] for arm in arms))
+        used = [name for name in self.config.teachers if name in read]
+        teachers = {}
+        for name in used:
+            teacher = self._model(self.config.teachers[name], train.x_star, num_classes, seed)
+            fit(
+                Supervised(teacher),
+                train.privileged,
+                seed=seed,
+                **training(self.config.teachers[name].train),
+            )
+            teachers[name] = (teacher.eval(), TeacherCache())
+        return teachers
 
     def _model(
         self, spec: StudentConfig, x: torch.Tensor, num_classes: int, seed: int
@@ -236,15 +219,6 @@ class PrivilegedExperiment:
         torch.manual_seed(seed)
         model = models.build(spec.model, in_shape=tuple(x.shape[1:]), num_outputs=num_classes)
         return model.to(self.config.device)
-
-    @staticmethod
-    def _training(spec: StudentConfig) -> dict:
-        train = spec.train
-        return {
-            "epochs": train.epochs,
-            "batch_size": train.batch_size,
-            "optimizer": train.optimizer,
-        }
 
     # -- outputs --------------------------------------------------------------------------------
     def _table(self, results: list[dict], curves: list[dict]) -> list[dict]:
@@ -275,8 +249,8 @@ class PrivilegedExperiment:
             table += [{"problem": problem, **row} for row in summarize(values)]
         return table
 
-    def _write_outputs(self, table: list[dict], curves: list[dict]) -> None:
-        write_csv(table, self.out / "table.csv")
+    def _write_outputs(self, table: list[dict], curves: list[dict]) -> str:
+        """Draw the figures; return the Markdown tables, one per problem."""
         parts = []
         for problem in self.config.problems:
             rows = [row for row in table if row["problem"] == problem]
@@ -286,8 +260,6 @@ class PrivilegedExperiment:
                 f"(except `{BEST_ON_TEST}`); the teacher is scored on x*."
             )
             parts.append(markdown_table(rows, caption))
-        with atomic_path(self.out / "table.md") as tmp:
-            tmp.write_text("\n".join(parts))
         _plot_accuracy(table, self.out / "figures" / "accuracy.png", self.config.name)
         for problem in self.config.problems:
             lines = {
@@ -295,7 +267,7 @@ class PrivilegedExperiment:
                 for row in table
                 if row["problem"] == problem
                 and row["metric"] == "accuracy"
-                and (row["arm"] == TEACHER or self._no_teacher(row["arm"]))
+                and (row["arm"] in self.config.teachers or self._no_teacher(row["arm"]))
             }
             for arm in self.config.arms:
                 rows = [r for r in curves if (r["problem"], r["arm"]) == (problem, arm)]
@@ -303,12 +275,15 @@ class PrivilegedExperiment:
                     _plot_curves(
                         rows,
                         lines,
+                        set(self.config.teachers),
                         self.out / "figures" / f"{problem}_{arm}.png",
                         f"{self.config.name} / {problem} / {arm}",
                     )
+        return "\n".join(parts)
 
     def _no_teacher(self, arm: str) -> bool:
-        return arm in self.config.arms and not self.config.arms[arm].uses_teacher
+        """Whether ``arm`` is an arm whose method reads no teacher at any of its (λ, T)."""
+        return arm in self.config.arms and not self.reads[arm]
 
 
 def _best_on_test(curves: list[dict]) -> dict[tuple[float, float], list[dict]]:
@@ -350,9 +325,12 @@ def _plot_accuracy(table: list[dict], path: Path, title: str) -> None:
     plt.close(figure)
 
 
-def _plot_curves(curves: list[dict], lines: dict[str, float], path: Path, title: str) -> None:
+def _plot_curves(
+    curves: list[dict], lines: dict[str, float], dashed: set[str], path: Path, title: str
+) -> None:
     """Mean Test accuracy against the soft labels' weight 1 − λ, one line per T, with ``lines``
-    (label → accuracy: the teacher, the student alone) drawn across (Lopez-Paz et al.'s Fig. 1)."""
+    (label → accuracy: the teachers, dashed, and the students alone) drawn across (Lopez-Paz
+    et al.'s Fig. 1)."""
     by_t: dict[float, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in curves:
         by_t[float(row["temperature"])][1 - float(row["lam"])].append(float(row["accuracy"]))
@@ -363,7 +341,7 @@ def _plot_curves(curves: list[dict], lines: dict[str, float], path: Path, title:
             weights, [mean(points[w]) for w in weights], marker=".", label=f"T={temperature:g}"
         )
     for label, value in lines.items():
-        style = "--" if label == TEACHER else ":"
+        style = "--" if label in dashed else ":"
         axes.axhline(value, color="black", linestyle=style, label=label)
     axes.set_xlabel("imitation weight 1 − λ (soft labels)")
     axes.set_ylabel("test accuracy")

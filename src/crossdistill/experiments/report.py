@@ -13,8 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..figures import save_figure  # noqa: E402
 from ..files import atomic_path  # noqa: E402
-from ..mappings.figures import save_figure  # noqa: E402
 
 TABLE_COLUMNS = ("arm", "metric", "mean", "std", "n")
 METRIC_LABELS = {

@@ -9,9 +9,14 @@ gradients); these functions do not detach them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+Task = Literal["classification", "regression"]
+"""Classification: logits ``(N, R)`` against int64 classes ``(N,)``; regression: predictions
+against float targets ``(N,)`` or ``(N, K)``."""
 
 
 def _check_lam(lam: float) -> None:
@@ -87,12 +92,20 @@ def multidomain_loss(
     )
 
 
-def _squared_error(prediction: Tensor, target: Tensor) -> Tensor:
+def squared_error(prediction: Tensor, target: Tensor) -> Tensor:
     """‖a − b‖² summed over output dimensions, averaged over the batch; (N,) or (N, K)."""
     a, b = prediction.reshape(len(prediction), -1), target.reshape(len(target), -1)
     if a.shape != b.shape:
         raise ValueError(f"shapes {tuple(prediction.shape)} and {tuple(target.shape)} do not match")
     return (a - b).pow(2).sum(dim=1).mean()
+
+
+def task_loss(task: Task, output: Tensor, target: Tensor) -> Tensor:
+    """The loss against true targets: ``F.cross_entropy`` (classification, ``output`` (N, R)
+    logits, ``target`` (N,) int64) or `squared_error` (regression); a batch mean."""
+    if task == "classification":
+        return F.cross_entropy(output, target)
+    return squared_error(output, target)
 
 
 def regression_distill_loss(
@@ -107,8 +120,8 @@ def regression_distill_loss(
     (an (N, 1) prediction matches an (N,) target); the teacher is needed unless ``lam`` = 1.
     """
     _check_lam(lam)
-    hard = _squared_error(prediction, target)
-    return _mix(lam, hard, teacher_prediction, lambda f: _squared_error(prediction, f))
+    hard = squared_error(prediction, target)
+    return _mix(lam, hard, teacher_prediction, lambda f: squared_error(prediction, f))
 
 
 class KDLoss(nn.Module):

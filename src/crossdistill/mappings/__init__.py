@@ -1,4 +1,8 @@
-"""Mappings φ: X_t → X_s between data domains, looked up by name in :data:`mappings`."""
+"""Mappings φ: X_t → X_s between data domains, looked up by name in :data:`mappings`.
+
+Importing this package also registers the datasets made with a mapping: ``generated_mnist``
+(`crossdistill.data.datasets`) and ``regular_view`` (`crossdistill.data.privileged_datasets`).
+"""
 
 from crossdistill.mappings.base import mappings
 from crossdistill.mappings.basic import (
@@ -18,32 +22,35 @@ from crossdistill.mappings.basic import (
     resize,
     rotate,
 )
+from crossdistill.mappings.generated import (
+    generate_digits,
+    generated_mnist,
+    write_generated_mnist,
+)
 from crossdistill.mappings.linear import RandomProjection
 from crossdistill.mappings.style import (
     FastStyleTransfer,
-    StyleLoss,
     StyleTransfer,
     TransformNet,
-    content_loss,
-    gram_matrix,
+    TransformNetTraining,
     load_image,
-    style_loss,
     stylize,
     train_transform_net,
 )
 from crossdistill.mappings.vae import (
     TranslatorSettings,
+    TranslatorTraining,
     VAEOutput,
     VAETranslator,
-    VAETranslatorLoss,
     build_translator,
     pair_by_class,
     plot_latent_grid,
     plot_translations,
     train_translator,
-    translator_loss,
+    translation_pairs,
     vae_translator,
 )
+from crossdistill.mappings.views import regular_view
 
 __all__ = [
     "Compose",
@@ -56,19 +63,19 @@ __all__ = [
     "RandomProjection",
     "Resize",
     "Rotate",
-    "StyleLoss",
     "StyleTransfer",
     "TransformNet",
+    "TransformNetTraining",
     "TranslatorSettings",
+    "TranslatorTraining",
     "VAEOutput",
     "VAETranslator",
-    "VAETranslatorLoss",
     "build_translator",
     "compose",
-    "content_loss",
     "dilated_conv",
     "gaussian_noise",
-    "gram_matrix",
+    "generate_digits",
+    "generated_mnist",
     "invert",
     "load_image",
     "mappings",
@@ -76,12 +83,13 @@ __all__ = [
     "pair_by_class",
     "plot_latent_grid",
     "plot_translations",
+    "regular_view",
     "resize",
     "rotate",
-    "style_loss",
     "stylize",
     "train_transform_net",
     "train_translator",
-    "translator_loss",
+    "translation_pairs",
     "vae_translator",
+    "write_generated_mnist",
 ]

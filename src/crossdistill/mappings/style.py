@@ -1,17 +1,13 @@
 """Neural style transfer as a mapping φ: restyle images like a fixed style image.
 
-Two ways to the same losses (Gatys et al., 2016), computed on frozen VGG features:
-
-- content loss: mean squared difference of the features at ``content_layer`` (default relu4_2)
-  between the output and the content image;
-- style loss: Σ_l w_l · mean squared difference between the output's Gram matrix at layer l and
-  the style image's (default relu1_1, relu2_1, relu3_1, relu4_1, relu5_1, every w_l = 1).
+Two ways to the same losses (Gatys et al., 2016) on frozen VGG features, a content loss and a
+Gram-matrix style loss (`crossdistill.losses.StyleLoss`).
 
 ``style_transfer`` (:class:`StyleTransfer`) optimises every image itself (Gatys et al.): faithful,
 but ≈ 0.3 s per step per 160×160 image on 2 CPU cores with VGG-16, ~150 steps per image.
 ``fast_style_transfer`` (:class:`FastStyleTransfer`) trains a small image-transformation network
-once on a set of content images with the same losses (Johnson et al., 2016); φ is then one
-forward pass.
+once on a set of content images with the same losses (Johnson et al., 2016), as the method
+:class:`TransformNetTraining` through `crossdistill.training.fit`; φ is then one forward pass.
 """
 
 from __future__ import annotations
@@ -29,33 +25,22 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from ..data.arrays import ArrayData, random_indices
+from ..data.arrays import Columns, random_indices
 from ..data.datasets import datasets
 from ..data.sources import cache_dir
+from ..figures import plot_before_after
 from ..files import atomic_path
-from ..models.vgg import Arch, Convention, VGGFeatures, load_vgg_features
+from ..losses.style import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, StyleLoss
+from ..methods import Batch, Method
+from ..models.vgg import Arch, Convention, load_vgg_features
 from ..registry import Spec
 from ..training.cache import fingerprint
 from ..training.loop import fit, predict
 from .base import mappings
 from .basic import resize
-from .figures import plot_before_after
 
 SKLEARN_IMAGES = "sklearn:"
 """Prefix of a style-image path naming a scikit-learn sample photograph."""
-
-DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-
-DEFAULT_STYLE_WEIGHT: dict[str, float] = {"torchvision": 1e5, "caffe": 1.0}
-"""``style_weight`` when none is given, by the extractor's input convention (content weight 1).
-
-Caffe-convention features are tens of times larger than torchvision-convention ones, and the
-style term grows with their fourth power, the content term with their square. 1.0 was chosen on
-the Caffe VGG-16 here: a 160×160 photograph is visibly stylised within 150 Adam steps (lr 0.02)
-and keeps its content (3.0 stylises more strongly, 0.1 barely). 1e5 is the ratio of pytorch/
-examples' fast_neural_style (style 1e10, content 1e5, same Gram normalisation and mean squared
-errors, torchvision convention); it is untested here, as no VGG-19 weights are available offline.
-"""
 
 
 def load_image(path: str | Path, size: int | Sequence[int] | None = None) -> Tensor:
@@ -76,113 +61,6 @@ def load_image(path: str | Path, size: int | Sequence[int] | None = None) -> Ten
         height, width = (size, size) if isinstance(size, int) else size
         image = image.resize((width, height), Image.Resampling.BILINEAR)
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
-
-
-def gram_matrix(features: Tensor) -> Tensor:
-    """Gram matrices ``(N, C, C)`` of features ``(N, C, H, W)``:
-    G_nij = Σ_hw F_nihw F_njhw / (C·H·W)."""
-    n, c, h, w = features.shape
-    flat = features.reshape(n, c, h * w)
-    return flat @ flat.transpose(1, 2) / (c * h * w)
-
-
-def style_loss(
-    features: Mapping[str, Tensor],
-    target_grams: Mapping[str, Tensor],
-    weights: Mapping[str, float] | None = None,
-) -> Tensor:
-    """Σ_l w_l · mean_(n,i,j) (G(F_l)_nij − A_l,ij)² over the layers l of ``target_grams``.
-
-    ``features[l]`` is ``(N, C, H, W)``; ``target_grams[l]`` is ``(1, C, C)`` (one style for the
-    batch) or ``(N, C, C)``; ``weights`` default to 1 per layer. Returns a scalar.
-    """
-    total = features[next(iter(target_grams))].new_zeros(())
-    for layer, target in target_grams.items():
-        gram = gram_matrix(features[layer])
-        weight = 1.0 if weights is None else weights[layer]
-        total = total + weight * F.mse_loss(gram, target.expand_as(gram))
-    return total
-
-
-def content_loss(features: Tensor, target: Tensor) -> Tensor:
-    """Mean squared difference of features ``(N, C, H, W)`` and ``target`` (same shape); scalar."""
-    return F.mse_loss(features, target)
-
-
-class StyleLoss(nn.Module):
-    """``loss(output, content) = content_weight · content_loss + style_weight · style_loss``.
-
-    ``output`` and ``content`` are RGB images ``(N, 3, H, W)`` in [0, 1]; the style's Gram
-    matrices are computed once, from ``style_image`` ``(1, 3, H', W')`` (any size: the Gram
-    normalisation makes them independent of it). Called as ``loss(output, content, None)`` it is
-    a `crossdistill.training.fit` loss for a network trained on ``ArrayData(content, content)``.
-
-    Args:
-        extractor: frozen VGG features.
-        style_image: ``(1, 3, H', W')`` in [0, 1].
-        style_weight: None: ``DEFAULT_STYLE_WEIGHT[extractor.input_convention]``.
-        content_weight: weight of the content term.
-        content_layer: the layer compared with the content image.
-        style_layers: the layers whose Gram matrices are compared with the style image's.
-        layer_weights: w_l per style layer, default 1 each.
-    """
-
-    def __init__(
-        self,
-        extractor: VGGFeatures,
-        style_image: Tensor,
-        *,
-        style_weight: float | None = None,
-        content_weight: float = 1.0,
-        content_layer: str = "relu4_2",
-        style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
-        layer_weights: Mapping[str, float] | None = None,
-    ) -> None:
-        super().__init__()
-        if style_image.dim() != 4 or style_image.shape[:2] != (1, 3):
-            raise ValueError(f"style_image must be (1, 3, H, W), got {tuple(style_image.shape)}")
-        self.extractor = extractor
-        if style_weight is None:
-            style_weight = DEFAULT_STYLE_WEIGHT[extractor.input_convention]
-        self.style_weight = style_weight
-        self.content_weight = content_weight
-        self.content_layer = content_layer
-        self.style_layers = tuple(style_layers)
-        self.layer_weights = None if layer_weights is None else dict(layer_weights)
-        with torch.no_grad():
-            style_features = extractor(style_image, self.style_layers)
-        for layer in self.style_layers:
-            self.register_buffer(f"gram_{layer}", gram_matrix(style_features[layer]))
-
-    @property
-    def target_grams(self) -> dict[str, Tensor]:
-        """The style image's Gram matrices ``{layer: (1, C, C)}``."""
-        return {layer: getattr(self, f"gram_{layer}") for layer in self.style_layers}
-
-    def content_target(self, content: Tensor) -> Tensor:
-        """Features of ``content`` (N, 3, H, W) at ``content_layer``, without gradients."""
-        with torch.no_grad():
-            return self.extractor(content, [self.content_layer])[self.content_layer]
-
-    def compare(self, output: Tensor, content_target: Tensor) -> Tensor:
-        """The loss of ``output`` (N, 3, H, W) against precomputed content features; scalar."""
-        features = self.extractor(output, {self.content_layer, *self.style_layers})
-        return self.content_weight * content_loss(
-            features[self.content_layer], content_target
-        ) + self.style_weight * style_loss(features, self.target_grams, self.layer_weights)
-
-    def forward(
-        self, output: Tensor, content: Tensor, teacher_output: Tensor | None = None
-    ) -> Tensor:
-        """The loss of ``output`` for ``content`` (both (N, 3, H, W)); ``teacher_output`` unused."""
-        return self.compare(output, self.content_target(content))
-
-    def extra_repr(self) -> str:
-        return (
-            f"style_weight={self.style_weight}, content_weight={self.content_weight}, "
-            f"content_layer={self.content_layer!r}, style_layers={self.style_layers}, "
-            f"layer_weights={self.layer_weights}"
-        )
 
 
 def stylize(
@@ -279,6 +157,38 @@ class TransformNet(nn.Module):
         return torch.sigmoid(torch.logit(x, eps=1e-3) + self.head(h))
 
 
+class TransformNetTraining(Method):
+    """The method that trains a feed-forward style network:
+    ``{"perceptual": loss(network(x), x)}`` on content images ``x`` ``(B, 3, H, W)`` in [0, 1],
+    ``loss`` the frozen :class:`~crossdistill.losses.StyleLoss` (content term against ``x``'s
+    own features).
+
+    Args:
+        student: the :class:`TransformNet` trained.
+        loss: a style loss without trainable parameters (its VGG frozen).
+
+    Raises:
+        ValueError: a parameter of ``loss`` requires a gradient (`fit` would train it).
+    """
+
+    columns = ("x",)
+
+    def __init__(self, student: TransformNet, loss: StyleLoss) -> None:
+        super().__init__(student)
+        trainable = [name for name, p in loss.named_parameters() if p.requires_grad]
+        if trainable:
+            raise ValueError(
+                f"the style loss must be frozen, but its parameter {trainable[0]!r} requires "
+                "a gradient (call loss.requires_grad_(False))"
+            )
+        self.loss = loss
+
+    def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        x = batch["x"]
+        output = self.student(x)
+        return output, {"perceptual": self.loss(output, x)}
+
+
 def train_transform_net(
     network: TransformNet,
     content: Tensor,
@@ -290,16 +200,16 @@ def train_transform_net(
     seed: int = 0,
     progress: bool | str = False,
 ) -> list[dict[str, float]]:
-    """Train ``network`` in place with `crossdistill.training.fit` on content images
-    ``(M, 3, H, W)`` in [0, 1] to minimise ``loss(network(x), x)``; Adam at ``lr``.
+    """Train ``network`` in place as :class:`TransformNetTraining` with
+    `crossdistill.training.fit` on content images ``(M, 3, H, W)`` in [0, 1] to minimise
+    ``loss(network(x), x)``; Adam at ``lr``.
 
-    Returns ``fit``'s history (``train_loss`` per epoch).
+    Returns ``fit``'s history (``train_loss`` = ``train_perceptual`` per epoch).
     """
     with torch.enable_grad():
         return fit(
-            network,
-            loss,
-            ArrayData(content, content),
+            TransformNetTraining(network, loss),
+            Columns({"x": content}),
             epochs=epochs,
             batch_size=batch_size,
             optimizer={"name": "adam", "lr": lr},
@@ -317,7 +227,7 @@ def build_style_loss(
     input_convention: Convention | None = None,
     style_weight: float | None = None,
     content_weight: float = 1.0,
-    content_layer: str = "relu4_2",
+    content_layer: str = DEFAULT_CONTENT_LAYER,
     style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
 ) -> StyleLoss:
     """A :class:`StyleLoss` from files: the style image (:func:`load_image` at ``style_size``)
@@ -387,7 +297,7 @@ class StyleTransfer(nn.Module):
         input_convention: Convention | None = None,
         style_weight: float | None = None,
         content_weight: float = 1.0,
-        content_layer: str = "relu4_2",
+        content_layer: str = DEFAULT_CONTENT_LAYER,
         style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
         steps: int = 150,
         lr: float = 0.02,
@@ -459,7 +369,7 @@ class FastStyleTransfer(nn.Module):
         input_convention: Convention | None = None,
         style_weight: float | None = None,
         content_weight: float = 1.0,
-        content_layer: str = "relu4_2",
+        content_layer: str = DEFAULT_CONTENT_LAYER,
         style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
         content: Spec | None = None,
         part: Literal["big", "small", "test"] = "big",

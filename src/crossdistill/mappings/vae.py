@@ -7,7 +7,9 @@ class k with a digit image x′ of class k and minimises (per image, averaged ov
     BCE(x′, p(·|z, β_MNIST)) + BCE(x, p(·|z, β_Fashion)) + KL(q(z|x) ‖ N(0, σ²I)),
 
 z = μ + e^{½ log s²}·ε one reparameterised sample, BCE summed over the pixels: the negative of
-the seed's objective. φ(x) is the digit decoder's output at the mean code μ (deterministic).
+the seed's objective (`crossdistill.losses.translator_loss`), trained through
+`crossdistill.training.fit` as the method :class:`TranslatorTraining`. φ(x) is the digit
+decoder's output at the mean code μ (deterministic).
 
 The translator sees only the student's data — Fashion-MNIST-Small (``small`` images drawn with
 ``split_seed``, exactly the student's split) with its labels — and the MNIST training part; never
@@ -26,22 +28,26 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from ..data.arrays import ArrayData
+from ..data.arrays import ArrayData, Columns
 from ..data.datasets import datasets
 from ..data.sources import cache_dir
+from ..figures import plot_before_after, save_figure, tile
 from ..files import atomic_path
+from ..losses.vae import translator_loss
+from ..methods import Batch, Method
 from ..training.loop import fit, predict
 from .base import mappings
-from .figures import plot_before_after, save_figure, tile
 
 IMAGE_SHAPE = (1, 28, 28)
 """One image of either domain: (C, H, W)."""
 
 _PIXELS = math.prod(IMAGE_SHAPE)
+
+DIGIT_COLUMN = "digit"
+"""The training column of the digit x′ paired with each clothing image ``x``."""
 
 
 @dataclass(frozen=True)
@@ -105,64 +111,6 @@ class VAEOutput(NamedTuple):
 def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
     """z = μ + e^{½ logvar}·ε, all ``(N, latent_dim)``."""
     return mu + torch.exp(0.5 * logvar) * eps
-
-
-def _bernoulli_nll(logits: Tensor, target: Tensor) -> Tensor:
-    """−log p(target | sigmoid(logits)), summed over all but the first dimension: ``(N,)``."""
-    return F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).sum(1)
-
-
-def translator_loss(
-    digit_logits: Tensor,
-    clothing_logits: Tensor,
-    mu: Tensor,
-    logvar: Tensor,
-    digits: Tensor,
-    clothing: Tensor,
-    prior_variance: float = 1.0,
-) -> Tensor:
-    """The negative VAE objective of SPEC §1.3 for one sampled code, averaged over the batch.
-
-    Per image: BCE(x′, sigmoid(digit_logits)) + BCE(x, sigmoid(clothing_logits)), each summed
-    over the pixels (nats), plus the closed-form KL(N(μ, e^{logvar}) ‖ N(0, σ²I))
-    = ½ Σ_j (e^{logvar_j}/σ² + μ_j²/σ² − 1 − logvar_j + log σ²).
-
-    Args:
-        digit_logits, clothing_logits: ``(N, 1, 28, 28)`` decoder logits at the sampled code.
-        mu, logvar: ``(N, latent_dim)`` parameters of q(z|x).
-        digits: ``(N, 1, 28, 28)`` paired digit images x′ in [0, 1].
-        clothing: ``(N, 1, 28, 28)`` the clothing images x in [0, 1].
-        prior_variance: σ².
-
-    Returns:
-        A scalar (nats per image).
-    """
-    if prior_variance <= 0:
-        raise ValueError(f"prior_variance must be > 0, got {prior_variance}")
-    log_prior = math.log(prior_variance)
-    kl = 0.5 * ((logvar.exp() + mu.pow(2)) / prior_variance - 1.0 - logvar + log_prior).sum(1)
-    nll = _bernoulli_nll(digit_logits, digits) + _bernoulli_nll(clothing_logits, clothing)
-    return (nll + kl).mean()
-
-
-class VAETranslatorLoss(nn.Module):
-    """Module form of :func:`translator_loss` for `crossdistill.training.fit`.
-
-    ``forward(output, target)`` takes a :class:`VAEOutput` and ``target`` ``(N, 2, 28, 28)``:
-    channel 0 the paired digit x′, channel 1 the clothing image x (see :func:`translation_pairs`).
-    """
-
-    def __init__(self, prior_variance: float = 1.0) -> None:
-        super().__init__()
-        self.prior_variance = prior_variance
-
-    def forward(
-        self, output: VAEOutput, target: Tensor, teacher_output: Tensor | None = None
-    ) -> Tensor:
-        return translator_loss(*output, target[:, :1], target[:, 1:], self.prior_variance)
-
-    def extra_repr(self) -> str:
-        return f"prior_variance={self.prior_variance}"
 
 
 def _decoder(latent_dim: int, hidden: int) -> nn.Sequential:
@@ -255,15 +203,26 @@ class VAETranslator(nn.Module):
         return ", ".join(f"{name}={value!r}" for name, value in asdict(self.settings).items())
 
 
-class _Reconstruction(nn.Module):
-    """The training view of a translator: ``forward`` is :meth:`VAETranslator.reconstruct`."""
+class TranslatorTraining(Method):
+    """The method that trains a translator: ``{"negative_elbo": translator_loss}`` of
+    :meth:`VAETranslator.reconstruct` on the clothing column ``x`` (one code per image, ε from
+    the global torch generator) against ``x`` and the paired digit column ``digit``, both
+    ``(B, 1, 28, 28)`` in [0, 1]; σ² is the translator's ``settings.prior_variance``.
 
-    def __init__(self, translator: VAETranslator) -> None:
-        super().__init__()
-        self.translator = translator
+    ``forward(x)`` is φ; ``forward_train`` returns the :class:`VAEOutput` and the loss.
 
-    def forward(self, x: Tensor) -> VAEOutput:
-        return self.translator.reconstruct(x)
+    Args:
+        student: the :class:`VAETranslator` trained.
+    """
+
+    columns = ("x", DIGIT_COLUMN)
+
+    def forward_train(self, batch: Batch) -> tuple[VAEOutput, dict[str, Tensor]]:
+        x = batch["x"]
+        output = self.student.reconstruct(x)
+        prior_variance = self.student.settings.prior_variance
+        loss = translator_loss(*output, batch[DIGIT_COLUMN], x, prior_variance)
+        return output, {"negative_elbo": loss}
 
 
 def pair_by_class(labels: Tensor, pool_labels: Tensor, pairs: int = 1, seed: int = 0) -> Tensor:
@@ -291,16 +250,17 @@ def pair_by_class(labels: Tensor, pool_labels: Tensor, pairs: int = 1, seed: int
 
 def translation_pairs(
     clothing: ArrayData, digits: ArrayData, pairs: int = 1, seed: int = 0
-) -> ArrayData:
-    """Training data of a translator: each clothing image with ``pairs`` digits of its class.
+) -> Columns:
+    """Training data of a translator: each clothing image with ``pairs`` digits of its class
+    (drawn by :func:`pair_by_class` with ``seed``).
 
     Returns:
-        x: ``(N·pairs, 1, 28, 28)`` clothing images, each repeated ``pairs`` times;
-        y: ``(N·pairs, 2, 28, 28)``, channel 0 the paired digit, channel 1 the clothing image.
+        ``x``: ``(N·pairs, 1, 28, 28)`` clothing images, each repeated ``pairs`` times;
+        ``digit`` (:data:`DIGIT_COLUMN`): ``(N·pairs, 1, 28, 28)`` the paired digits.
     """
     index = pair_by_class(clothing.y, digits.y, pairs, seed).reshape(-1)
     x = clothing.x.repeat_interleave(pairs, dim=0)
-    return ArrayData(x, torch.cat([digits.x[index], x], dim=1))
+    return Columns({"x": x, DIGIT_COLUMN: digits.x[index]})
 
 
 def train_translator(
@@ -309,7 +269,8 @@ def train_translator(
     digits: ArrayData,
     progress: bool | str = False,
 ) -> VAETranslator:
-    """A translator trained with ``settings`` through `crossdistill.training.fit`.
+    """A translator trained with ``settings`` as :class:`TranslatorTraining` through
+    `crossdistill.training.fit`, on :func:`translation_pairs` of the data.
 
     Args:
         settings: architecture and training settings (its ``small``/``split_seed`` are only
@@ -326,8 +287,7 @@ def train_translator(
         torch.manual_seed(settings.seed)
         translator = VAETranslator(settings)
         translator.history_ = fit(
-            _Reconstruction(translator),
-            VAETranslatorLoss(settings.prior_variance),
+            TranslatorTraining(translator),
             translation_pairs(clothing, digits, settings.pairs, settings.seed),
             epochs=settings.epochs,
             batch_size=settings.batch_size,

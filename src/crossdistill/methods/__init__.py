@@ -1,6 +1,19 @@
-"""Knowledge-transfer methods built on the shared losses, loop and cache."""
+"""Knowledge-transfer methods: one contract (`Method`), looked up by name in `methods`."""
 
+from .base import Batch, Method, feature_column, methods, teacher_column, teachers_read
 from .gdda import GDDAClassifier
-from .multidomain import distill, distillation_loss
+from .multidomain import Distillation, distill
+from .supervised import Supervised
 
-__all__ = ["GDDAClassifier", "distill", "distillation_loss"]
+__all__ = [
+    "Batch",
+    "Distillation",
+    "GDDAClassifier",
+    "Method",
+    "Supervised",
+    "distill",
+    "feature_column",
+    "methods",
+    "teacher_column",
+    "teachers_read",
+]

@@ -7,24 +7,70 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..data.arrays import ArrayData
-from ..losses import MultiDomainLoss, RegressionDistillLoss
-from ..mappings import mappings
-from ..training import Task, TeacherCache, evaluate, fit
+from ..losses import Task, kd_loss, squared_error, task_loss
+from ..training import TeacherCache, evaluate, fit
+from ..training.cache import Mapping
+from .base import Batch, Method, methods, teacher_column
 
 
-def distillation_loss(
-    task: Task,
-    lam: float,
-    temperature: float = 1.0,
-    t2_scale: bool = True,
-    soften_student: bool = True,
-) -> nn.Module:
-    """The multi-domain loss for ``task``: classification (with T) or regression (T unused)."""
-    if task == "classification":
-        return MultiDomainLoss(
-            lam=lam, temperature=temperature, t2_scale=t2_scale, soften_student=soften_student
+@methods.register("distillation")
+class Distillation(Method):
+    """SPEC §1.2: ``{"labels": λ·CE(y, softmax(z)), "teacher": (1 − λ)·kd_loss(z, v, T)}``
+    (classification) or ``{"labels": λ‖y − g‖², "teacher": (1 − λ)‖g − v‖²}`` (regression),
+    with z = g = student(x) and v the column ``teacher/<teacher>`` (the teacher's outputs on
+    φ(x), or on privileged inputs x* for generalized distillation). At λ = 1 only ``labels``,
+    and no teacher column is read.
+
+    Args:
+        student: maps ``x`` ``(B, ...)`` to logits ``(B, R)`` or predictions.
+        teacher: the name of the teacher whose column is read.
+        lam: weight of the true labels, in [0, 1].
+        temperature: softmax temperature T of the teacher term (classification).
+        t2_scale: multiply the teacher term by T² (Hinton's gradient-scale correction).
+        soften_student: compare the teacher's softmax at T with the student's at T (Hinton);
+            False takes the student's plain softmax (Lopez-Paz et al.'s implementation).
+        task: ``"classification"`` or ``"regression"``.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        *,
+        teacher: str = "teacher",
+        lam: float = 0.5,
+        temperature: float = 1.0,
+        t2_scale: bool = True,
+        soften_student: bool = True,
+        task: Task = "classification",
+    ) -> None:
+        super().__init__(student)
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"lam must be in [0, 1], got {lam}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.teacher, self.lam, self.temperature = teacher, lam, temperature
+        self.t2_scale, self.soften_student, self.task = t2_scale, soften_student, task
+        self.columns = ("x", "y") if lam == 1.0 else ("x", "y", teacher_column(teacher))
+
+    def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        output = self.student(batch["x"])
+        labels = task_loss(self.task, output, batch["y"])
+        if self.lam == 1.0:
+            return output, {"labels": labels}
+        teacher = batch[teacher_column(self.teacher)]
+        if self.task == "classification":
+            imitation = kd_loss(
+                output, teacher, self.temperature, self.t2_scale, self.soften_student
+            )
+        else:
+            imitation = squared_error(output, teacher)
+        return output, {"labels": self.lam * labels, "teacher": (1.0 - self.lam) * imitation}
+
+    def extra_repr(self) -> str:
+        return (
+            f"teacher={self.teacher!r}, lam={self.lam}, temperature={self.temperature}, "
+            f"t2_scale={self.t2_scale}, soften_student={self.soften_student}, task={self.task!r}"
         )
-    return RegressionDistillLoss(lam=lam)
 
 
 def distill(
@@ -32,7 +78,7 @@ def distill(
     train: ArrayData,
     *,
     teacher: nn.Module | None = None,
-    mapping: nn.Module | None = None,
+    mapping: Mapping | None = None,
     privileged: Tensor | None = None,
     lam: float = 0.5,
     temperature: float = 1.0,
@@ -43,22 +89,18 @@ def distill(
     cache: TeacherCache | None = None,
     **training: Any,
 ) -> list[dict[str, float]]:
-    """Train ``student`` on ``train`` with the help of ``teacher ∘ mapping``.
+    """Train ``student`` on ``train`` with the help of ``teacher ∘ mapping`` (`Distillation`).
 
     Args:
         student: maps ``train.x`` (target domain X_t) to logits ``(N, R)`` or predictions.
         train: the student's labelled data D_t.
         teacher: a trained model on the source domain X_s; not needed when ``lam == 1``.
-        mapping: φ: X_t → X_s in front of the frozen teacher (default identity).
+        mapping: φ: X_t → X_s in front of the frozen teacher, a module or a plain callable
+            (default identity).
         privileged: generalized distillation (SPEC §1.6): the teacher's own inputs x*
             ``(N, ...)``, row-aligned with ``train``, seen instead of φ(``train.x``); the student
             never sees them. Give ``mapping`` or ``privileged``, not both.
-        lam: weight of the true labels; ``1 - lam`` weighs the teacher's outputs.
-        temperature: softmax temperature T of the teacher term (classification).
-        t2_scale: multiply the teacher term by T² (Hinton's gradient-scale correction).
-        soften_student: compare the teacher's softmax at T with the student's at T (Hinton);
-            False takes the student's plain softmax (Lopez-Paz et al.'s implementation).
-        task: ``"classification"`` or ``"regression"``.
+        lam, temperature, t2_scale, soften_student, task: as in `Distillation`.
         test: if given, its metrics (`crossdistill.training.evaluate`) are recorded every epoch.
         cache: where teacher outputs are memoised; pass one cache to a sweep so that the
             teacher runs once over ``train`` for all its λ, T and seeds.
@@ -66,22 +108,33 @@ def distill(
             ``optimizer``, ``seed``, ``checkpoint``, ``progress``).
 
     Returns:
-        One metrics dict per epoch (``train_loss`` and, with ``test``, its metrics).
+        One metrics dict per epoch (``train_loss``, ``train_labels``, ``train_teacher`` and,
+        with ``test``, its metrics).
     """
-    teacher_outputs = None
-    if lam < 1.0:
+    method = Distillation(
+        student,
+        lam=lam,
+        temperature=temperature,
+        t2_scale=t2_scale,
+        soften_student=soften_student,
+        task=task,
+    )
+    columns = train.columns()
+    if teacher_column(method.teacher) in method.columns:
         if teacher is None:
             raise ValueError(f"lam={lam} gives the teacher a weight, but no teacher was given")
         if privileged is not None and mapping is not None:
             raise ValueError("give the teacher a mapping or privileged inputs, not both")
-        mapping = mapping if mapping is not None else mappings.build("identity")
+        if privileged is not None and len(privileged) != len(train):
+            raise ValueError(
+                f"privileged has {len(privileged)} rows but train has {len(train)}"
+            )
         inputs = train.x if privileged is None else privileged
-        teacher_outputs = (cache or TeacherCache()).outputs(teacher, mapping, inputs)
+        outputs = (cache or TeacherCache()).outputs(teacher, mapping, inputs)
+        columns[teacher_column(method.teacher)] = outputs
     return fit(
-        student,
-        distillation_loss(task, lam, temperature, t2_scale, soften_student),
-        train,
-        teacher_outputs=teacher_outputs,
+        method,
+        columns,
         validate=None if test is None else lambda model: evaluate(model, test, task),
         **training,
     )

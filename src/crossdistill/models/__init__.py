@@ -2,13 +2,23 @@
 
 from crossdistill.models.base import count_parameters, models
 from crossdistill.models.cnn import cnn
+from crossdistill.models.files import (
+    ModelFileError,
+    check_outputs,
+    load_state_dict_file,
+    load_torchscript,
+)
 from crossdistill.models.mlp import mlp
 from crossdistill.models.vgg import VGGFeatures, load_vgg_features, vgg16_features, vgg19_features
 
 __all__ = [
+    "ModelFileError",
     "VGGFeatures",
+    "check_outputs",
     "cnn",
     "count_parameters",
+    "load_state_dict_file",
+    "load_torchscript",
     "load_vgg_features",
     "mlp",
     "models",

@@ -1,13 +1,17 @@
-"""The training loop, evaluation and the teacher-output cache."""
+"""The training loop, evaluation, the teacher-output cache and forward hooks."""
 
-from .cache import TeacherCache, fingerprint
-from .loop import LossFn, Task, build_optimizer, evaluate, fit, metrics, predict
+from ..losses import Task
+from .cache import TeacherCache, TeacherRun, fingerprint
+from .hooks import capture
+from .loop import Trainable, build_optimizer, evaluate, fit, metrics, predict
 
 __all__ = [
-    "LossFn",
     "Task",
     "TeacherCache",
+    "TeacherRun",
+    "Trainable",
     "build_optimizer",
+    "capture",
     "evaluate",
     "fingerprint",
     "fit",

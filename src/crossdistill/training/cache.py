@@ -1,22 +1,28 @@
-"""Teacher outputs computed once per (teacher weights, mapping φ, data) and reused by every run."""
+"""Teacher outputs computed once per (teacher, what the teacher sees) and reused by every run."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from ..files import atomic_path
-from .loop import predict
+from .hooks import capture
 
+Mapping = Callable[[Tensor], Tensor]
+"""A mapping φ: a module or any callable from a tensor ``(N, ...)`` to a tensor ``(N, ...)``."""
 
 def fingerprint(*parts: nn.Module | Tensor | str) -> str:
     """SHA-256 hex digest of modules, tensors and strings.
 
     A module counts by its ``repr``, every parameter and buffer (name, shape, dtype, bytes) and
-    the initial seed of every ``torch.Generator`` its submodules hold (a seeded noise φ).
+    the initial seed of every ``torch.Generator`` its submodules hold; plain Python attributes
+    do not count (a setting that changes a module's outputs belongs in its ``repr`` or a
+    buffer). A tensor counts by shape, dtype and bytes.
     """
     digest = hashlib.sha256()
     for part in parts:
@@ -26,7 +32,7 @@ def fingerprint(*parts: nn.Module | Tensor | str) -> str:
                 digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
                 digest.update(_tensor_bytes(value))
             for name, submodule in part.named_modules():
-                for attribute, value in vars(submodule).items():
+                for attribute, value in sorted(vars(submodule).items()):
                     if isinstance(value, torch.Generator):
                         digest.update(f"{name}.{attribute}:seed={value.initial_seed()}".encode())
         elif isinstance(part, Tensor):
@@ -41,8 +47,19 @@ def _tensor_bytes(tensor: Tensor) -> bytes:
     return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
+class TeacherRun(NamedTuple):
+    """A teacher's pass over a whole input: ``outputs`` ``(N, R)`` and ``features``, the
+    activations ``{layer: (N, ...)}`` of the submodules asked for."""
+
+    outputs: Tensor
+    features: dict[str, Tensor]
+
+
 class TeacherCache:
-    """Memoises ``teacher(φ(x))`` by the fingerprint of teacher, φ and x.
+    """Memoises ``teacher(φ(x))`` (and named layers' activations) by a fingerprint of the
+    teacher (`fingerprint`) and of the very tensor ``φ(x)`` it sees: outputs are reused only
+    for exactly the same teacher input, whatever φ is (a module, a plain callable, two modules
+    that differ only in a plain attribute).
 
     Outputs live in memory and, when ``directory`` is given, in ``directory/<key>.pt`` so that a
     resumed or repeated run reads them instead of running the teacher again. ``computed`` counts
@@ -55,27 +72,58 @@ class TeacherCache:
     def __init__(self, directory: str | Path | None = None) -> None:
         self.directory = None if directory is None else Path(directory)
         self.computed = 0
-        self._memory: dict[str, Tensor] = {}
+        self._memory: dict[str, TeacherRun] = {}
 
-    def outputs(self, teacher: nn.Module, mapping: nn.Module, x: Tensor) -> Tensor:
-        """Teacher outputs ``(N, R)`` on ``mapping(x)`` for inputs ``x`` of shape ``(N, ...)``.
+    def outputs(self, teacher: nn.Module, mapping: Mapping | None, x: Tensor) -> Tensor:
+        """Teacher outputs ``(N, R)`` on ``mapping(x)`` for inputs ``x`` of shape ``(N, ...)``
+        (`run` without layers)."""
+        return self.run(teacher, mapping, x).outputs
 
-        φ is applied to the whole of ``x`` at once (a seeded noise φ thus draws one fixed sample),
-        then the teacher runs in eval mode without gradients.
+    def run(
+        self,
+        teacher: nn.Module,
+        mapping: Mapping | None,
+        x: Tensor,
+        layers: Sequence[str] = (),
+    ) -> TeacherRun:
+        """The teacher's outputs on ``mapping(x)`` and the activations of its submodules
+        ``layers`` (module paths, see `crossdistill.training.hooks.capture`).
+
+        φ (a module or a plain callable; ``None`` is the identity) is applied to the whole of
+        ``x`` at once without gradients (a seeded noise φ thus draws one fixed sample); then the
+        teacher runs in eval mode without gradients, in slices.
         """
-        key = fingerprint(teacher, mapping, x)
+        device = next(teacher.parameters()).device
+        with torch.no_grad():
+            if isinstance(mapping, nn.Module):
+                mapping = mapping.to(device)
+            seen = x.to(device) if mapping is None else mapping(x.to(device))
+        layers = tuple(dict.fromkeys(layers))
+        key = fingerprint(teacher, seen, "layers:" + "\0".join(layers))
         if key in self._memory:
             return self._memory[key]
         file = None if self.directory is None else self.directory / f"{key}.pt"
         if file is not None and file.exists():
-            outputs = torch.load(file)
+            result = TeacherRun(**torch.load(file))
         else:
-            with torch.no_grad():
-                device = next(teacher.parameters()).device
-                outputs = predict(teacher, mapping.to(device)(x.to(device))).cpu()
+            result = _teacher_pass(teacher, seen, layers)
             self.computed += 1
             if file is not None:
                 with atomic_path(file) as tmp:
-                    torch.save(outputs, tmp)
-        self._memory[key] = outputs
-        return outputs
+                    torch.save(result._asdict(), tmp)
+        self._memory[key] = result
+        return result
+
+
+@torch.no_grad()
+def _teacher_pass(
+    teacher: nn.Module, seen: Tensor, layers: tuple[str, ...], batch_size: int = 2048
+) -> TeacherRun:
+    was_training = teacher.training
+    teacher.eval()
+    with capture(teacher, layers) as recorded:
+        outputs = torch.cat(
+            [teacher(seen[i : i + batch_size]) for i in range(0, len(seen), batch_size)]
+        )
+    teacher.train(was_training)
+    return TeacherRun(outputs.cpu(), {k: torch.cat(v).cpu() for k, v in recorded.items()})

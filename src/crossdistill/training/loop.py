@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..data.arrays import ArrayData
+from ..data.arrays import ArrayData, Columns
 from ..files import atomic_path
-
-Task = Literal["classification", "regression"]
-LossFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
-"""``loss(output, target, teacher_output) -> scalar``, as every `crossdistill.losses` module."""
+from ..losses import Task
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -83,13 +82,22 @@ def flush_denormals() -> Iterator[None]:
         torch.set_flush_denormal(False)
 
 
+class Trainable(Protocol):
+    """What `fit` trains: a module whose ``forward(x)`` is the model being trained and whose
+    ``forward_train(batch)`` returns ``(outputs, {loss_name: scalar})`` for a batch of named
+    columns (see `crossdistill.data.Columns`); `fit` minimises the sum of the named losses.
+    `crossdistill.methods.Method` is the base class that meets it."""
+
+    columns: tuple[str, ...]
+
+    def forward_train(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]: ...
+
+
 def fit(
-    model: nn.Module,
-    loss: LossFn,
-    train: ArrayData,
+    method: Trainable,
+    train: ArrayData | Mapping[str, Tensor],
     *,
     epochs: int,
-    teacher_outputs: Tensor | None = None,
     batch_size: int = 64,
     optimizer: Mapping[str, Any] | None = None,
     seed: int = 0,
@@ -97,42 +105,47 @@ def fit(
     checkpoint: str | Path | None = None,
     progress: bool | str = False,
 ) -> list[dict[str, float]]:
-    """Train ``model`` in place for ``epochs`` epochs and return one metrics dict per epoch.
+    """Train ``method`` in place for ``epochs`` epochs and return one metrics dict per epoch.
 
     Args:
-        model: maps a batch ``train.x[i:j]`` to outputs ``(B, R)`` (logits) or ``(B,)``/``(B, K)``.
-        loss: called as ``loss(model(x), y, teacher_output)`` on every batch.
-        train: in-memory data; each epoch visits a seeded random permutation in slices.
+        method: a `Trainable` (`crossdistill.methods.Method`); every parameter of it that
+            requires a gradient is optimised.
+        train: in-memory data, ``ArrayData`` or named columns of N rows each; each epoch visits
+            a seeded random permutation in slices, every column sliced by the same indices.
+            Must hold every column in ``method.columns``.
         epochs: total number of epochs (a resumed run trains only the missing ones).
-        teacher_outputs: ``(N, R)`` outputs of the teacher on φ(train.x), row-aligned with
-            ``train``, computed once (see `TeacherCache`); sliced with the same batch indices.
         batch_size: rows per step; the last batch of an epoch may be smaller.
         optimizer: ``{"name": "adam", "lr": 1e-3}`` style spec (default Adam, lr 1e-3).
         seed: seeds the batch order; the model's initial weights are the caller's.
-        validate: called after each epoch; its dict joins the epoch's metrics.
-        checkpoint: file written (atomically) after every epoch with the model, optimizer,
+        validate: called with ``method`` after each epoch; its dict joins the epoch's metrics.
+        checkpoint: file written (atomically) after every epoch with the method, optimizer,
             random states and metrics so far; if it exists, training resumes from it and gives
             the same result as an uninterrupted run.
         progress: show a progress bar (a string is used as its label).
 
     Returns:
-        ``[{"epoch": 1, "train_loss": ..., **validate(model)}, ...]`` for every epoch so far.
+        ``[{"epoch": 1, "train_loss": ..., "train_<name>": ..., **validate(method)}, ...]`` for
+        every epoch so far: the summed loss and each named loss, means over the epoch's rows.
     """
-    if teacher_outputs is not None and len(teacher_outputs) != len(train):
+    columns = train.columns() if isinstance(train, ArrayData) else Columns(train)
+    missing = [name for name in method.columns if name not in columns]
+    if missing:
         raise ValueError(
-            f"teacher_outputs has {len(teacher_outputs)} rows but train has {len(train)}"
+            f"{type(method).__name__} reads column {missing[0]!r}, which the training data "
+            f"lacks (it has {', '.join(columns)})"
         )
-    device = next(model.parameters()).device
-    x, y = train.x.to(device), train.y.to(device)
-    t = None if teacher_outputs is None else teacher_outputs.to(device)
-    opt = build_optimizer(optimizer or {"name": "adam", "lr": 1e-3}, model.parameters())
+    device = next(method.parameters()).device
+    columns = {name: column.to(device) for name, column in columns.items()}
+    rows = len(next(iter(columns.values())))
+    trained = [p for p in method.parameters() if p.requires_grad]
+    opt = build_optimizer(optimizer or {"name": "adam", "lr": 1e-3}, trained)
     order = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
 
     path = None if checkpoint is None else Path(checkpoint)
     if path is not None and path.exists():
         state = torch.load(path, weights_only=False)
-        model.load_state_dict(state["model"])
+        method.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         order.set_state(state["order"])
         torch.set_rng_state(state["torch_rng"])
@@ -147,25 +160,26 @@ def fit(
             leave=False,
         )
         for epoch in range(len(history) + 1, epochs + 1):
-            model.train()
-            total, count = 0.0, 0
-            for index in torch.randperm(len(x), generator=order).split(batch_size):
+            method.train()
+            totals: dict[str, Tensor] = {}
+            for index in torch.randperm(rows, generator=order).split(batch_size):
                 index = index.to(device)
-                batch_loss = loss(model(x[index]), y[index], None if t is None else t[index])
+                _, losses = method.forward_train({k: c[index] for k, c in columns.items()})
+                loss = functools.reduce(operator.add, losses.values())
                 opt.zero_grad(set_to_none=True)
-                batch_loss.backward()
+                loss.backward()
                 opt.step()
-                total += batch_loss.detach() * len(index)
-                count += len(index)
-            metrics = {"epoch": epoch, "train_loss": float(total) / count}
+                for name, value in (("loss", loss), *losses.items()):
+                    totals[name] = totals.get(name, 0.0) + value.detach() * len(index)
+            metrics = {"epoch": epoch, **{f"train_{k}": float(v) / rows for k, v in totals.items()}}
             if validate is not None:
-                metrics |= validate(model)
+                metrics |= validate(method)
             history.append(metrics)
             if path is not None:
                 with atomic_path(path) as tmp:
                     torch.save(
                         {
-                            "model": model.state_dict(),
+                            "model": method.state_dict(),
                             "optimizer": opt.state_dict(),
                             "order": order.get_state(),
                             "torch_rng": torch.get_rng_state(),

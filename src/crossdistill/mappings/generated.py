@@ -2,7 +2,8 @@
 
 Each image is the translator's digit decoder at a code z ~ q(z|x) sampled for a clothing image x
 of Fashion-MNIST-Small (so images vary even for the same x); its label is x's class. The files
-are written once, in the MNIST layout, and then read like MNIST.
+are written once, in the MNIST layout, and then read like MNIST. The dataset registers itself
+in `crossdistill.data.datasets` as ``generated_mnist``.
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..mappings.vae import (
+from ..data.arrays import ArrayData
+from ..data.datasets import OFFICIAL_IDX_NAMES, DomainSplits, datasets, load_idx_pair, split_train
+from ..data.idx import write_idx
+from ..data.sources import cache_dir
+from .vae import (
     TranslatorSettings,
     VAETranslator,
     build_translator,
     reparameterize,
     student_clothing,
 )
-from .arrays import ArrayData
-from .datasets import OFFICIAL_IDX_NAMES, DomainSplits, datasets, load_idx_pair, split_train
-from .idx import write_idx
-from .sources import cache_dir
 
 _CHUNK = 4096
 """Images decoded at a time."""

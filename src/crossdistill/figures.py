@@ -1,4 +1,4 @@
-"""Pictures of what a mapping φ does, for a run's ``figures/`` folder."""
+"""PNG figures: atomic writing, image tiles and before/after sheets (for run directories)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ..files import atomic_path
+from .files import atomic_path
 
 
 def tile(images: Tensor, columns: int) -> np.ndarray:

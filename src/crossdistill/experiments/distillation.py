@@ -1,0 +1,282 @@
+"""The distillation kind (SPEC §1.2): teachers by name, then every arm × seed on Small."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from statistics import stdev
+
+import torch
+from torch import Tensor, nn
+
+from ..data import ArrayData
+from ..data.arrays import random_indices
+from ..data.datasets import DomainSplits
+from ..mappings import mappings
+from ..methods import Method, feature_column, teacher_column
+from ..models import count_parameters, models
+from ..registry import Spec
+from ..training import TeacherCache, TeacherRun, evaluate, fit, metrics
+from .config import ArmConfig, ConfigError, DataConfig, ExperimentConfig, TeacherConfig
+from .driver import ExperimentKind, Rows, arm_method, arm_reads, choose, kinds
+from .report import markdown_table, plot_curves, summarize, write_csv
+from .teachers import load_teacher, train_teacher, training
+
+JITTER_EPOCHS = 10
+"""Epochs at the end of a run over which the test loss's spread (``*_jitter``) is measured."""
+
+SELECTION_SEED = 0
+"""Seed of the split of Small into a validation part and the rest (used to choose λ and T)."""
+
+
+@kinds.register("distillation")
+class DistillationKind(ExperimentKind):
+    """An `ExperimentConfig`: one unit per arm (its λ, T chosen on validation, then every seed).
+
+    The directory holds ``config.yaml``, ``metrics.csv`` (one row per arm, seed and epoch),
+    ``selection.csv`` (validation scores of swept λ, T), ``results.csv`` (``arm, seed, metric,
+    value``: the values the table summarises), ``teacher.csv`` (each teacher's per-epoch Test
+    metrics on its own domain), ``table.csv`` (``arm,metric,mean,std,n`` of final-epoch values
+    over seeds), ``table.md``, ``figures/*.png``, ``units/`` and ``checkpoints/`` (every
+    finished model; a rerun resumes from them).
+    """
+
+    outputs = ("metrics", "selection", "results")
+
+    def __init__(self, config: ExperimentConfig, out, progress: bool = True) -> None:
+        super().__init__(config, out, progress)
+        self._mappings: dict[str, nn.Module] = {}
+        self.task = config.task
+        self.test_metrics = (
+            ["accuracy", "cross_entropy"] if self.task == "classification" else ["mse"]
+        )
+
+    def check(self) -> None:
+        self.splits = self._load(self.config.data)
+        small = self.splits.small
+        self.num_outputs = small.num_classes if self.task == "classification" else small.y.shape[1]
+        self.teacher_data = {
+            name: self._teacher_data(spec, self.splits)
+            for name, spec in self.config.teachers.items()
+        }
+        self.teachers = {
+            name: load_teacher(
+                name, spec, self.teacher_data[name][1], self.num_outputs, self.config.device
+            )
+            for name, spec in self.config.teachers.items()
+            if not spec.trained_here
+        }
+        self.reads = {name: self._reads(name, arm) for name, arm in self.config.arms.items()}
+
+    def setup(self) -> None:
+        records = []
+        for name, spec in self.config.teachers.items():
+            if name in self.teachers:
+                history = [evaluate(self.teachers[name], self.teacher_data[name][1], self.task)]
+            else:
+                self.teachers[name], history = train_teacher(
+                    spec,
+                    *self.teacher_data[name],
+                    self.task,
+                    self.num_outputs,
+                    checkpoint=self.out / "checkpoints" / "teachers" / f"{name}.pt",
+                    device=self.config.device,
+                    progress=self.label(f"teacher {name}"),
+                )
+            records += [{"teacher": name, **row} for row in history]
+        write_csv(records, self.out / "teacher.csv")
+        self.cache = TeacherCache(self.out / "cache")
+
+    def units(self) -> list[str]:
+        return list(self.config.arms)
+
+    def run_unit(self, unit: str) -> Rows:
+        """Arm ``unit``: its teachers' columns on Small (one pass each), (λ, T) chosen on
+        validation, then every seed trained on all of Small and scored on Test."""
+        name, arm, splits = unit, self.config.arms[unit], self.splits
+        phi = self._mapping(arm.mapping)
+        small = splits.small.columns()
+        for teacher, layers in self.reads[name].items():
+            small |= _teacher_columns(
+                teacher, self.cache.run(self.teachers[teacher], phi, small["x"], layers)
+            )
+        (lam, temperature), selection = self._choose(name, arm, small)
+        results = [{"arm": name, "seed": "", "metric": "lam", "value": lam}]
+        if self.task == "classification":
+            results.append({"arm": name, "seed": "", "metric": "temperature", "value": temperature})
+        rows = []
+        for seed in self.config.seeds:
+            method = self._method(arm, self._student(seed), lam, temperature)
+            history = fit(
+                method,
+                {column: small[column] for column in method.columns},
+                seed=seed,
+                validate=lambda model: evaluate(model, splits.test, self.task),
+                checkpoint=self.out / "checkpoints" / f"{name}-seed{seed}.pt",
+                progress=self.label(f"{name} seed {seed}"),
+                **training(self.config.student.train),
+            )
+            rows += [
+                {"arm": name, "seed": seed, "lam": lam, "temperature": temperature, **h}
+                for h in history
+            ]
+            criterion = self.test_metrics[-1]
+            last = [h[criterion] for h in history[-JITTER_EPOCHS:]]
+            per_seed = {m: history[-1][m] for m in self.test_metrics}
+            per_seed[f"{criterion}_jitter"] = stdev(last) if len(last) > 1 else 0.0
+            results += [
+                {"arm": name, "seed": seed, "metric": m, "value": v} for m, v in per_seed.items()
+            ]
+        arm_level = {"parameters": count_parameters(self._student(0))}
+        teacher = self.config.teacher_of(arm)
+        if teacher in self.reads[name]:
+            test_out = self.cache.outputs(self.teachers[teacher], phi, splits.test.x)
+            arm_level["teacher_parameters"] = count_parameters(self.teachers[teacher])
+            for metric, value in metrics(test_out, splits.test.y, self.task).items():
+                arm_level[f"teacher_{metric}"] = value
+        results += [
+            {"arm": name, "seed": "", "metric": m, "value": v} for m, v in arm_level.items()
+        ]
+        return {"metrics": rows, "selection": selection, "results": results}
+
+    def table(self, rows: Rows) -> tuple[list[dict], str]:
+        values: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for row in rows["results"]:
+            values[row["arm"], row["metric"]].append(row["value"])
+        table = summarize(values)
+        for metric in self.test_metrics:
+            plot_curves(
+                rows["metrics"],
+                metric,
+                self.out / "figures" / f"{metric}.png",
+                title=self.config.name,
+            )
+        self._write_mapping_figures(self.splits.test)
+        caption = (
+            f"**{self.config.name}**: final-epoch test metrics, mean ± std over "
+            f"{len(self.config.seeds)} seeds; λ and T chosen on validation when swept."
+        )
+        return table, markdown_table(table, caption)
+
+    def _load(self, data: DataConfig) -> DomainSplits:
+        splits = data.load()
+        return _standardize_targets(splits) if self.task == "regression" else splits
+
+    def _mapping(self, spec: Spec) -> nn.Module:
+        """The mapping a spec names, built once per run (a style network or translator loads its
+        weights and data once, however many arms and the teacher share it)."""
+        key = json.dumps(spec, sort_keys=True)
+        if key not in self._mappings:
+            self._mappings[key] = mappings.build(spec)
+        return self._mappings[key]
+
+    def _method(self, arm: ArmConfig, student: nn.Module, lam: float, temperature: float) -> Method:
+        return arm_method(arm, self.config.teacher_of(arm), student, lam, temperature, self.task)
+
+    def _reads(self, name: str, arm: ArmConfig) -> dict[str, list[str]]:
+        """`arm_reads`, checked against the config's teachers before anything runs."""
+        reads = arm_reads(arm, self.config.teacher_of(arm), self._student(0), self.task)
+        unknown = [teacher for teacher in reads if teacher not in self.config.teachers]
+        if unknown:
+            raise ConfigError(
+                f"arm {name!r}: its method reads teacher {unknown[0]!r}, but teachers has "
+                f"{', '.join(self.config.teachers) or 'none'}"
+            )
+        return reads
+
+    def _student(self, seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        model = models.build(
+            self.config.student.model,
+            in_shape=tuple(self.splits.small.x.shape[1:]),
+            num_outputs=self.num_outputs,
+        )
+        return model.to(self.config.device)
+
+    def _teacher_data(
+        self, spec: TeacherConfig, splits: DomainSplits
+    ) -> tuple[ArrayData, ArrayData]:
+        """A teacher's own Big and Test: ``transform`` of its dataset's (default the
+        experiment's)."""
+        source = splits if spec.data is None else self._load(spec.data)
+        transform = self._mapping(spec.transform)
+        return source.big.map_x(transform), source.test.map_x(transform)
+
+    def _choose(
+        self, name: str, arm: ArmConfig, small: dict[str, Tensor]
+    ) -> tuple[tuple[float, float], list[dict]]:
+        """The (λ, T) of the arm's sweep with the best mean validation score over seeds, and
+        the ``selection.csv`` rows (none when nothing is swept)."""
+        settings = arm.settings()
+        if len(settings) == 1:
+            return settings[0], []
+        valid_idx, train_idx = random_indices(
+            len(small["x"]), self.config.validation, SELECTION_SEED
+        )
+        train = {column: values[train_idx] for column, values in small.items()}
+        valid = ArrayData(small["x"][valid_idx], small["y"][valid_idx])
+
+        def scores(setting: tuple[float, float]) -> list[dict[str, float]]:
+            lam, temperature = setting
+            per_seed = []
+            for seed in self.config.seeds:
+                method = self._method(arm, self._student(seed), lam, temperature)
+                fit(
+                    method,
+                    {column: train[column] for column in method.columns},
+                    seed=seed,
+                    checkpoint=self.out
+                    / "checkpoints"
+                    / "selection"
+                    / f"{name}-lam{lam:g}-T{temperature:g}-seed{seed}.pt",
+                    progress=self.label(f"{name} λ={lam:g} T={temperature:g} seed {seed} (val)"),
+                    **training(self.config.student.train),
+                )
+                per_seed.append({"seed": seed, **evaluate(method, valid, self.task)})
+            return per_seed
+
+        criterion = "cross_entropy" if self.task == "classification" else "mse"
+        chosen, records = choose(settings, scores, criterion)
+        selection = [
+            {
+                "arm": name,
+                "lam": r["setting"][0],
+                "temperature": r["setting"][1],
+                **{k: v for k, v in r.items() if k != "setting"},
+            }
+            for r in records
+        ]
+        return chosen, selection
+
+    def _write_mapping_figures(self, test: ArrayData) -> None:
+        """Figures a mapping draws of itself (``write_figures(directory, images)``, e.g. the VAE
+        translator's latent grid), on the first two Test images of each class."""
+        figures = self.out / "figures"
+        for name, arm in self.config.arms.items():
+            phi = self._mapping(arm.mapping)
+            if hasattr(phi, "write_figures"):
+                examples = torch.cat([(test.y == c).nonzero()[:2, 0] for c in test.y.unique()])
+                phi.write_figures(figures / name, test.x[examples])
+
+
+def _teacher_columns(name: str, run: TeacherRun) -> dict[str, Tensor]:
+    """A teacher pass as batch columns ``teacher/<name>`` and ``features/<name>/<layer>``."""
+    return {
+        teacher_column(name): run.outputs,
+        **{feature_column(name, layer): value for layer, value in run.features.items()},
+    }
+
+
+def _standardize_targets(splits: DomainSplits) -> DomainSplits:
+    """Regression targets as ``(N, K)`` float, standardised with Train (Big ∪ Small) statistics."""
+    train_y = (
+        torch.cat([splits.big.y, splits.small.y]).reshape(-1, *splits.small.y.shape[1:]).float()
+    )
+    centre, scale = train_y.mean(0), train_y.std(0)
+
+    def standardize(data: ArrayData) -> ArrayData:
+        return ArrayData(data.x, ((data.y.float() - centre) / scale).reshape(len(data), -1))
+
+    return DomainSplits(
+        big=standardize(splits.big), small=standardize(splits.small), test=standardize(splits.test)
+    )

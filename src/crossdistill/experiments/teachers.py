@@ -1,0 +1,74 @@
+"""Teachers by name for every experiment kind: trained once (checkpointed) or read from a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data import ArrayData
+from ..losses import Task
+from ..methods import Supervised
+from ..models import ModelFileError, check_outputs, load_state_dict_file, load_torchscript, models
+from ..training import evaluate, fit
+from .config import TeacherConfig, TrainConfig
+
+
+def load_teacher(
+    name: str, spec: TeacherConfig, test: ArrayData, num_outputs: int, device: str
+) -> nn.Module:
+    """Teacher ``name`` read from the user's file (``spec.checkpoint`` for ``spec.model``, or
+    ``spec.torchscript``), in eval mode, checked on one row of its own ``test``.
+
+    Raises:
+        crossdistill.models.ModelFileError: the file is missing, unreadable or does not fit
+            (the message names ``teachers.<name>``, the file and the mismatch).
+    """
+    try:
+        if spec.torchscript is not None:
+            teacher, file = load_torchscript(spec.torchscript), spec.torchscript
+        else:
+            teacher = models.build(
+                spec.model, in_shape=tuple(test.x.shape[1:]), num_outputs=num_outputs
+            )
+            teacher, file = load_state_dict_file(teacher, spec.checkpoint), spec.checkpoint
+    except ModelFileError as error:
+        raise ModelFileError(f"teachers.{name}: {error}") from None
+    check_outputs(teacher, test.x[:1], num_outputs, f"teachers.{name} ({file})")
+    return teacher.to(device).eval()
+
+
+def train_teacher(
+    spec: TeacherConfig,
+    train: ArrayData,
+    test: ArrayData,
+    task: Task,
+    num_outputs: int,
+    *,
+    checkpoint: Path,
+    device: str,
+    progress: bool | str = False,
+) -> tuple[nn.Module, list[dict]]:
+    """A teacher built from ``spec.model`` (weights seeded by ``spec.seed``) and trained on
+    ``train`` (resuming from ``checkpoint``), scored on ``test`` every epoch; in eval mode,
+    with its per-epoch history."""
+    torch.manual_seed(spec.seed)
+    teacher = models.build(
+        spec.model, in_shape=tuple(train.x.shape[1:]), num_outputs=num_outputs
+    ).to(device)
+    history = fit(
+        Supervised(teacher, task),
+        train,
+        seed=spec.seed,
+        validate=lambda model: evaluate(model, test, task),
+        checkpoint=checkpoint,
+        progress=progress,
+        **training(spec.train),
+    )
+    return teacher.eval(), history
+
+
+def training(train: TrainConfig) -> dict:
+    """`fit` keywords (``epochs``, ``batch_size``, ``optimizer``) of a train config."""
+    return {"epochs": train.epochs, "batch_size": train.batch_size, "optimizer": train.optimizer}

@@ -1,0 +1,73 @@
+"""The method contract: a method is a module holding the student and whatever else it trains."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from torch import Tensor, nn
+
+from ..registry import Registry
+
+Batch = dict[str, Tensor]
+"""A batch of named columns, all sliced by the same row indices: ``x``, ``y``, ``x_star``,
+``teacher/<name>``, ``features/<name>/<layer>`` (see `crossdistill.data.Columns`)."""
+
+
+def teacher_column(teacher: str) -> str:
+    """The column of teacher ``teacher``'s outputs, ``teacher/<teacher>``."""
+    return f"teacher/{teacher}"
+
+
+def feature_column(teacher: str, layer: str) -> str:
+    """The column of the activations of ``teacher``'s submodule ``layer`` (a module path such
+    as ``"1"`` or ``"features.3"``), ``features/<teacher>/<layer>``."""
+    return f"features/{teacher}/{layer}"
+
+
+def teachers_read(columns: Iterable[str]) -> dict[str, list[str]]:
+    """The teachers a method's ``columns`` read, with the layers whose activations it reads:
+    ``("x", "teacher/t", "features/t/1")`` → ``{"t": ["1"]}``."""
+    read: dict[str, list[str]] = {}
+    for column in columns:
+        kind, _, rest = column.partition("/")
+        if kind == "teacher":
+            read.setdefault(rest, [])
+        elif kind == "features":
+            teacher, _, layer = rest.partition("/")
+            read.setdefault(teacher, []).append(layer)
+    return read
+
+
+class Method(nn.Module):
+    """A knowledge-transfer method, trained by `crossdistill.training.fit`.
+
+    Subclasses set ``columns`` (the batch columns they read) and implement `forward_train`;
+    ``forward(x)`` is the student's, so evaluation and prediction see the student alone.
+    Frozen parts (a teacher's outputs, a VGG) come in as columns or as parameters with
+    ``requires_grad=False``; every parameter that requires a gradient is trained.
+
+    Args:
+        student: the model that maps a batch ``x`` ``(B, ...)`` to outputs ``(B, R)``.
+    """
+
+    columns: tuple[str, ...] = ("x", "y")
+
+    def __init__(self, student: nn.Module) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The student's outputs ``(B, R)`` for inputs ``x`` ``(B, ...)``."""
+        return self.student(x)
+
+    def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The student's outputs on ``batch["x"]`` and the named scalar losses on the batch;
+        `fit` minimises their sum and records each per epoch as ``train_<name>``."""
+        raise NotImplementedError
+
+
+methods: Registry[Method] = Registry("method")
+"""Methods by name, for configs: ``methods.build({"name": "distillation"}, student=..., ...)``.
+
+A constructor takes the student as ``student`` and any of the keywords a driver offers
+(``task``, ``lam``, ``temperature``, ``teacher``), plus its own settings from the spec."""
