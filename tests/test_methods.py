@@ -97,6 +97,17 @@ def test_a_method_registered_here_runs_through_the_cli(tmp_path, capsys) -> None
     assert {r["temperature"] for r in read_csv(out / "selection.csv")} == {"2.0", "4.0"}
 
 
+def test_a_layer_the_teacher_lacks_is_named_before_anything_runs(tmp_path, capsys) -> None:
+    config = CONFIG + """arms:
+  hint: {lam: 0.5, method: {name: test_kd_hint, layer: "7"}}
+"""
+    out = tmp_path / "run"
+    assert main(["run", str(_write(tmp_path, config)), "--out", str(out), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "arm 'hint': its method reads layer '7' of teacher 'teacher'" in error
+    assert "it has 0, 1, 2, 3" in error and not out.exists()
+
+
 def test_the_readme_method_shape_trains_through_fit() -> None:
     torch.manual_seed(0)
     x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))
@@ -138,16 +149,21 @@ def _teacher_file(tmp_path: Path, hidden: list[int]) -> tuple[Path, nn.Module]:
     return path, teacher
 
 
-def test_a_teacher_from_the_users_checkpoint_is_used_without_training(tmp_path) -> None:
-    path, teacher = _teacher_file(tmp_path, [32])
-    config = (
+def _checkpoint_config(path: Path, arm: str) -> str:
+    """`CONFIG` with its teacher (mlp [32]) read from ``path`` and one arm ``teacher``."""
+    return (
         CONFIG.replace(
             "    train: {epochs: 3, batch_size: 64, optimizer: {name: adam, lr: 0.003}}\n",
             f"    checkpoint: {path}\n",
             1,
         ).replace("hidden: [64]", "hidden: [32]", 1)
-        + "arms:\n  teacher: {lam: 0.5, temperature: 2}\n"
+        + f"arms:\n  teacher: {arm}\n"
     )
+
+
+def test_a_teacher_from_the_users_checkpoint_is_used_without_training(tmp_path) -> None:
+    path, teacher = _teacher_file(tmp_path, [32])
+    config = _checkpoint_config(path, "{lam: 0.5, temperature: 2}")
     out = tmp_path / "run"
     table = run_experiment(load_config(_write(tmp_path, config)), out, progress=False)
     assert not (out / "checkpoints" / "teachers").exists()  # never trained
@@ -173,14 +189,7 @@ def test_a_wrong_teacher_file_is_a_clear_error(tmp_path, capsys, change, message
         path = tmp_path / "nothing.pt"
     if change == "garbage":
         path.write_bytes(b"not a torch file")
-    config = (
-        CONFIG.replace(
-            "    train: {epochs: 3, batch_size: 64, optimizer: {name: adam, lr: 0.003}}\n",
-            f"    checkpoint: {path}\n",
-            1,
-        ).replace("hidden: [64]", "hidden: [32]", 1)
-        + "arms:\n  teacher: {lam: 0.5}\n"
-    )
+    config = _checkpoint_config(path, "{lam: 0.5}")
     out = tmp_path / "run"
     assert main(["run", str(_write(tmp_path, config)), "--out", str(out), "--quiet"]) == 2
     error = capsys.readouterr().err

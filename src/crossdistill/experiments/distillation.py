@@ -182,7 +182,23 @@ class DistillationKind(ExperimentKind):
                 f"arm {name!r}: its method reads teacher {unknown[0]!r}, but teachers has "
                 f"{', '.join(self.config.teachers) or 'none'}"
             )
+        for teacher, layers in reads.items():
+            paths = [path for path, _ in self._teacher_model(teacher).named_modules() if path]
+            for layer in layers:
+                if layer not in paths:
+                    raise ConfigError(
+                        f"arm {name!r}: its method reads layer {layer!r} of teacher "
+                        f"{teacher!r}, which has no such submodule; it has {', '.join(paths)}"
+                    )
         return reads
+
+    def _teacher_model(self, name: str) -> nn.Module:
+        """Teacher ``name`` as loaded, or its untrained model (for its module paths)."""
+        if name in self.teachers:
+            return self.teachers[name]
+        in_shape = tuple(self.teacher_data[name][0].x.shape[1:])
+        spec = self.config.teachers[name].model
+        return models.build(spec, in_shape=in_shape, num_outputs=self.num_outputs)
 
     def _student(self, seed: int) -> nn.Module:
         torch.manual_seed(seed)
