@@ -134,3 +134,28 @@ def test_office_configs_run_on_synthetic_feature_files(tmp_path) -> None:
     for name, source in (("office_dslr_amazon", "dslr"), ("office_webcam_amazon", "webcam")):
         own = [o for o in overrides if "teachers." not in o or f"teachers.{source}." in o]
         assert list(load_config(name, own).arms) == [source]
+
+
+def test_a_gdda_teacher_can_come_from_the_users_file(tmp_path) -> None:
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10)
+    )
+    file = tmp_path / "plain.pt"
+    torch.save(teacher.state_dict(), file)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        TINY.replace(
+            "    train: {epochs: 3, batch_size: 64, optimizer: {name: adam, lr: 0.01}}\n"
+            "  inverted:\n    <<: *plain\n    transform: invert\n",
+            f"    checkpoint: {file}\n",
+        ).replace("  both: [plain, inverted]\n", "")
+    )
+    out = tmp_path / "run"
+    run_experiment(load_config(path), out, progress=False)
+    assert not (out / "checkpoints").exists()  # nothing trained
+    target = load_config(path).target.load().test
+    with torch.no_grad():
+        expected = (teacher(target.x).argmax(1) == target.y).float().mean().item()
+    (row,) = read_csv(out / "teachers.csv")
+    assert float(row["target_test_accuracy"]) == pytest.approx(expected)
