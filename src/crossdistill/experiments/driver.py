@@ -159,9 +159,7 @@ def arm_method(
     return methods.build(arm.method, offer=offer, student=student)
 
 
-def arm_reads(
-    arm: ArmConfig, teacher: str, student: nn.Module, task: Task
-) -> dict[str, list[str]]:
+def arm_reads(arm: ArmConfig, teacher: str, student: nn.Module, task: Task) -> dict[str, list[str]]:
     """The teachers (with their layers) the arm's method reads at any of its (λ, T), the
     method built around an example ``student``: the teacher passes a driver must make."""
     reads: dict[str, list[str]] = {}

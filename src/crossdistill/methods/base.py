@@ -61,8 +61,9 @@ class Method(nn.Module):
         return self.student(x)
 
     def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        """The student's outputs on ``batch["x"]`` and the named scalar losses on the batch;
-        `fit` minimises their sum and records each per epoch as ``train_<name>``."""
+        """The student's outputs on ``batch["x"]`` and the named scalar losses on the batch
+        (any names but ``loss``); `fit` minimises their sum (``train_loss``) and records each
+        per epoch as ``train_<name>``."""
         raise NotImplementedError
 
 

@@ -126,9 +126,7 @@ def distill(
         if privileged is not None and mapping is not None:
             raise ValueError("give the teacher a mapping or privileged inputs, not both")
         if privileged is not None and len(privileged) != len(train):
-            raise ValueError(
-                f"privileged has {len(privileged)} rows but train has {len(train)}"
-            )
+            raise ValueError(f"privileged has {len(privileged)} rows but train has {len(train)}")
         inputs = train.x if privileged is None else privileged
         outputs = (cache or TeacherCache()).outputs(teacher, mapping, inputs)
         columns[teacher_column(method.teacher)] = outputs

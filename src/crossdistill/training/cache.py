@@ -16,6 +16,7 @@ from .hooks import capture
 Mapping = Callable[[Tensor], Tensor]
 """A mapping φ: a module or any callable from a tensor ``(N, ...)`` to a tensor ``(N, ...)``."""
 
+
 def fingerprint(*parts: nn.Module | Tensor | str) -> str:
     """SHA-256 hex digest of modules, tensors and strings.
 

@@ -165,6 +165,8 @@ def fit(
             for index in torch.randperm(rows, generator=order).split(batch_size):
                 index = index.to(device)
                 _, losses = method.forward_train({k: c[index] for k, c in columns.items()})
+                if "loss" in losses:
+                    raise ValueError(f"{type(method).__name__} names a loss 'loss', fit's total")
                 loss = functools.reduce(operator.add, losses.values())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
