@@ -98,9 +98,12 @@ def test_a_method_registered_here_runs_through_the_cli(tmp_path, capsys) -> None
 
 
 def test_a_layer_the_teacher_lacks_is_named_before_anything_runs(tmp_path, capsys) -> None:
-    config = CONFIG + """arms:
+    config = (
+        CONFIG
+        + """arms:
   hint: {lam: 0.5, method: {name: test_kd_hint, layer: "7"}}
 """
+    )
     out = tmp_path / "run"
     assert main(["run", str(_write(tmp_path, config)), "--out", str(out), "--quiet"]) == 2
     error = capsys.readouterr().err
@@ -301,3 +304,18 @@ def test_distillation_names_its_losses_and_reads_no_teacher_at_lambda_one() -> N
     output, losses = method.forward_train(batch)
     assert torch.allclose(losses["labels"], 0.25 * F.cross_entropy(output, batch["y"]))
     assert torch.allclose(losses["teacher"], 0.75 * kd_loss(output, batch["teacher/t"], 2.0))
+
+
+def test_an_arm_without_a_teacher_among_several_is_named(tmp_path, capsys) -> None:
+    config = (
+        CONFIG.replace(
+            "teachers:\n",
+            "teachers:\n  other:\n    model: {name: mlp, hidden: [8]}\n    train: {epochs: 1}\n",
+        )
+        + "arms:\n  kd: {lam: 0.5}\n"
+    )
+    out = tmp_path / "run"
+    assert main(["run", str(_write(tmp_path, config)), "--out", str(out), "--quiet"]) == 2
+    assert "arm 'kd': its method reads a teacher; name it in the arm's `teacher`" in (
+        capsys.readouterr().err
+    )

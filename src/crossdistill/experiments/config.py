@@ -318,11 +318,11 @@ SCHEMAS: dict[str, type[AnyConfig]] = {
 
 def teacher_of(arm: ArmConfig, teachers: dict[str, Any]) -> str:
     """The teacher an arm learns from: its own ``teacher``, else the config's only one, else
-    ``"teacher"`` (a method that reads a teacher that does not exist fails before anything
+    ``""`` (no teacher can be chosen: a method that reads it is refused before anything
     runs)."""
     if arm.teacher is not None:
         return arm.teacher
-    return next(iter(teachers)) if len(teachers) == 1 else "teacher"
+    return next(iter(teachers)) if len(teachers) == 1 else ""
 
 
 def _check_arm_teachers(arms: dict[str, ArmConfig], teachers: dict[str, Any]) -> None:

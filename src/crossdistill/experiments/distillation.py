@@ -174,14 +174,8 @@ class DistillationKind(ExperimentKind):
         return arm_method(arm, self.config.teacher_of(arm), student, lam, temperature, self.task)
 
     def _reads(self, name: str, arm: ArmConfig) -> dict[str, list[str]]:
-        """`arm_reads`, checked against the config's teachers before anything runs."""
-        reads = arm_reads(arm, self.config.teacher_of(arm), self._student(0), self.task)
-        unknown = [teacher for teacher in reads if teacher not in self.config.teachers]
-        if unknown:
-            raise ConfigError(
-                f"arm {name!r}: its method reads teacher {unknown[0]!r}, but teachers has "
-                f"{', '.join(self.config.teachers) or 'none'}"
-            )
+        """`arm_reads`, and every layer it reads checked against its teacher's submodules."""
+        reads = arm_reads(name, arm, self.config.teachers, self._student(0), self.task)
         for teacher, layers in reads.items():
             paths = [path for path, _ in self._teacher_model(teacher).named_modules() if path]
             for layer in layers:

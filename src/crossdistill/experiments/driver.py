@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from statistics import mean
 from typing import Any, Literal, TypeVar
@@ -24,7 +24,7 @@ from ..files import atomic_path
 from ..losses import Task
 from ..methods import Method, methods, teachers_read
 from ..registry import Registry
-from .config import ArmConfig, dump_config
+from .config import ArmConfig, ConfigError, dump_config, teacher_of
 from .report import claim_directory, write_csv
 
 Rows = dict[str, list[dict]]
@@ -159,12 +159,29 @@ def arm_method(
     return methods.build(arm.method, offer=offer, student=student)
 
 
-def arm_reads(arm: ArmConfig, teacher: str, student: nn.Module, task: Task) -> dict[str, list[str]]:
-    """The teachers (with their layers) the arm's method reads at any of its (λ, T), the
-    method built around an example ``student``: the teacher passes a driver must make."""
+def arm_reads(
+    name: str, arm: ArmConfig, teachers: Collection[str], student: nn.Module, task: Task
+) -> dict[str, list[str]]:
+    """The teachers (with their layers) arm ``name``'s method reads at any of its (λ, T), the
+    method built around an example ``student``: the teacher passes a driver must make.
+
+    Raises:
+        ConfigError: the method reads a teacher that is not among ``teachers``.
+    """
     reads: dict[str, list[str]] = {}
     for lam, temperature in arm.settings():
-        method = arm_method(arm, teacher, student, lam, temperature, task)
-        for name, layers in teachers_read(method.columns).items():
-            reads[name] = list(dict.fromkeys([*reads.get(name, []), *layers]))
+        method = arm_method(arm, teacher_of(arm, teachers), student, lam, temperature, task)
+        for teacher, layers in teachers_read(method.columns).items():
+            reads[teacher] = list(dict.fromkeys([*reads.get(teacher, []), *layers]))
+    if "" in reads:
+        raise ConfigError(
+            f"arm {name!r}: its method reads a teacher; name it in the arm's `teacher` "
+            f"(teachers has {', '.join(teachers) or 'none'})"
+        )
+    unknown = [teacher for teacher in reads if teacher not in teachers]
+    if unknown:
+        raise ConfigError(
+            f"arm {name!r}: its method reads teacher {unknown[0]!r}, but teachers has "
+            f"{', '.join(teachers) or 'none'}"
+        )
     return reads

@@ -59,7 +59,7 @@ class PrivilegedKind(ExperimentKind):
         train = next(iter(self.first.values())).train
         student = self._model(self.config.student, train.x, int(train.y.max()) + 1, 0)
         self.reads = {
-            name: set(arm_reads(arm, self.config.teacher_of(arm), student, "classification"))
+            name: set(arm_reads(name, arm, self.config.teachers, student, "classification"))
             for name, arm in self.config.arms.items()
         }
         self._units = {
