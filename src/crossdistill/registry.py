@@ -46,8 +46,7 @@ class Registry(Generic[T]):
         ``provided`` are the argument names the caller will add at build time. Nothing is built.
         """
         name, kwargs = self._split(spec)
-        parameters = inspect.signature(self._constructors[name]).parameters
-        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        parameters, takes_any = _parameters(self._constructors[name])
         unknown = [key for key in kwargs if key not in parameters and not takes_any]
         if unknown:
             accepted = [key for key in parameters if key not in provided]
@@ -65,8 +64,7 @@ class Registry(Generic[T]):
         name, kwargs = self._split(spec)
         constructor = self._constructors[name]
         if offer:
-            parameters = inspect.signature(constructor).parameters
-            takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+            parameters, takes_any = _parameters(constructor)
             defaults = {
                 **{k: v for k, v in offer.items() if takes_any or k in parameters},
                 **defaults,
@@ -89,3 +87,10 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; expected one of {', '.join(self.names())}"
             )
         return name, kwargs
+
+
+def _parameters(constructor: Callable[..., Any]) -> tuple[list[str], bool]:
+    """A constructor's keyword names, and whether it also takes ``**kwargs``."""
+    parameters = inspect.signature(constructor).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return list(parameters), takes_any

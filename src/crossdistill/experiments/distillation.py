@@ -190,7 +190,7 @@ class DistillationKind(ExperimentKind):
         """Teacher ``name`` as loaded, or its untrained model (for its module paths)."""
         if name in self.teachers:
             return self.teachers[name]
-        in_shape = tuple(self.teacher_data[name][0].x.shape[1:])
+        in_shape = tuple(self.teacher_data[name][1].x.shape[1:])
         spec = self.config.teachers[name].model
         return models.build(spec, in_shape=in_shape, num_outputs=self.num_outputs)
 
@@ -205,12 +205,13 @@ class DistillationKind(ExperimentKind):
 
     def _teacher_data(
         self, spec: TeacherConfig, splits: DomainSplits
-    ) -> tuple[ArrayData, ArrayData]:
-        """A teacher's own Big and Test: ``transform`` of its dataset's (default the
-        experiment's)."""
+    ) -> tuple[ArrayData | None, ArrayData]:
+        """A teacher's own Big (None for a teacher loaded from a file: it is not trained) and
+        Test: ``transform`` of its dataset's (default the experiment's)."""
         source = splits if spec.data is None else self._load(spec.data)
         transform = self._mapping(spec.transform)
-        return source.big.map_x(transform), source.test.map_x(transform)
+        big = source.big.map_x(transform) if spec.trained_here else None
+        return big, source.test.map_x(transform)
 
     def _choose(
         self, name: str, arm: ArmConfig, small: dict[str, Tensor]

@@ -82,9 +82,8 @@ class GDDAKind(ExperimentKind):
             if key not in decoded:
                 decoded[key] = spec.data.load()
             transform = mappings.build(spec.transform)
-            self.teacher_data[name] = tuple(
-                part.map_x(transform) for part in (decoded[key].big, decoded[key].test)
-            )
+            big = decoded[key].big.map_x(transform) if spec.trained_here else None
+            self.teacher_data[name] = (big, decoded[key].test.map_x(transform))
         self.teachers = {
             name: load_teacher(
                 name, spec, self.teacher_data[name][1], self.num_classes, self.config.device
@@ -103,7 +102,7 @@ class GDDAKind(ExperimentKind):
                 self.teachers[name], _ = train_teacher(
                     spec,
                     big,
-                    own_test,
+                    None,
                     "classification",
                     self.num_classes,
                     checkpoint=self.out / "checkpoints" / "teachers" / f"{name}.pt",

@@ -42,7 +42,7 @@ def load_teacher(
 def train_teacher(
     spec: TeacherConfig,
     train: ArrayData,
-    test: ArrayData,
+    test: ArrayData | None,
     task: Task,
     num_outputs: int,
     *,
@@ -51,8 +51,8 @@ def train_teacher(
     progress: bool | str = False,
 ) -> tuple[nn.Module, list[dict]]:
     """A teacher built from ``spec.model`` (weights seeded by ``spec.seed``) and trained on
-    ``train`` (resuming from ``checkpoint``), scored on ``test`` every epoch; in eval mode,
-    with its per-epoch history."""
+    ``train`` (resuming from ``checkpoint``), scored on ``test`` every epoch when given; in
+    eval mode, with its per-epoch history."""
     torch.manual_seed(spec.seed)
     teacher = models.build(
         spec.model, in_shape=tuple(train.x.shape[1:]), num_outputs=num_outputs
@@ -61,7 +61,7 @@ def train_teacher(
         Supervised(teacher, task),
         train,
         seed=spec.seed,
-        validate=lambda model: evaluate(model, test, task),
+        validate=None if test is None else lambda model: evaluate(model, test, task),
         checkpoint=checkpoint,
         progress=progress,
         **training(spec.train),

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ..files import atomic_path
 from .hooks import capture
+from .loop import predict
 
 Mapping = Callable[[Tensor], Tensor]
 """A mapping φ: a module or any callable from a tensor ``(N, ...)`` to a tensor ``(N, ...)``."""
@@ -116,15 +117,8 @@ class TeacherCache:
         return result
 
 
-@torch.no_grad()
-def _teacher_pass(
-    teacher: nn.Module, seen: Tensor, layers: tuple[str, ...], batch_size: int = 2048
-) -> TeacherRun:
-    was_training = teacher.training
-    teacher.eval()
+def _teacher_pass(teacher: nn.Module, seen: Tensor, layers: tuple[str, ...]) -> TeacherRun:
+    """One `predict` pass of ``teacher`` over ``seen`` with ``layers`` hooked."""
     with capture(teacher, layers) as recorded:
-        outputs = torch.cat(
-            [teacher(seen[i : i + batch_size]) for i in range(0, len(seen), batch_size)]
-        )
-    teacher.train(was_training)
+        outputs = predict(teacher, seen)
     return TeacherRun(outputs.cpu(), {k: torch.cat(v).cpu() for k, v in recorded.items()})
