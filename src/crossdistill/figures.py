@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .files import atomic_path
+from .files import write_if_changed
 
 
 def tile(images: Tensor, columns: int) -> np.ndarray:
@@ -21,9 +22,11 @@ def tile(images: Tensor, columns: int) -> np.ndarray:
 
 
 def save_figure(figure: Figure, path: str | Path) -> None:
-    """Write ``figure`` as a PNG at ``path``, atomically."""
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
+    """Write ``figure`` as a PNG at ``path``, atomically (not at all if the file already holds
+    that image)."""
+    png = io.BytesIO()
+    figure.savefig(png, dpi=120, format="png")
+    write_if_changed(path, png.getvalue())
 
 
 def plot_before_after(

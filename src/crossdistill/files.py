@@ -1,12 +1,33 @@
-"""Writing files so that a crash never leaves a partial one behind."""
+"""Writing files so that a crash never leaves a partial one behind, and reading back files the
+library wrote itself (a damaged one is rebuilt, not fatal)."""
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import uuid
-from collections.abc import Iterator
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+UNREADABLE = (
+    OSError,
+    EOFError,
+    RuntimeError,
+    ValueError,
+    KeyError,
+    TypeError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+    json.JSONDecodeError,
+)
+"""What reading a truncated or damaged file raises (``torch.load``, ``json``, ``pickle``)."""
 
 
 @contextmanager
@@ -24,3 +45,32 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_if_changed(path: str | Path, content: str | bytes) -> None:
+    """Write ``content`` to ``path`` atomically, unless the file already holds exactly that (a
+    rerun of a finished run thus writes nothing, and works in a read-only directory)."""
+    path = Path(path)
+    data = content.encode() if isinstance(content, str) else content
+    if path.is_file() and path.read_bytes() == data:
+        return
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def read_rebuildable(path: str | Path, read: Callable[[Path], T]) -> T | None:
+    """``read(path)`` for a file the library wrote itself (a checkpoint, a cache entry, a
+    finished unit), or None when it is missing or damaged: a damaged file is deleted with a
+    warning naming it, and the caller rebuilds what it held."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return read(path)
+    except PermissionError:  # not damage: the file is fine, this process may not read it
+        raise
+    except UNREADABLE as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        warnings.warn(f"{path}: unreadable ({first}); rebuilding it", stacklevel=2)
+        path.unlink(missing_ok=True)
+        return None
