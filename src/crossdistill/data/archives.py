@@ -6,22 +6,25 @@ checksums. When it is nowhere, ``locate`` finds the archive in a folder ``archiv
 places) or downloads it into ``cache_dir()/archives`` and checks its md5; the archive is then
 unpacked into ``cache_dir()``. Unpacking is safe and atomic: tar's ``data`` filter refuses
 members that would land outside the target (absolute paths are made relative; ``..``, links
-leading out and device files are errors), and the folder appears whole or not at all.
+leading out and device files are errors), and the folder appears whole or not at all. A damaged
+archive in the cache is downloaded again, and a damaged file of a folder unpacked into the cache
+is unpacked again (see :func:`unpack_again`).
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .idx import DataFormatError
-from .sources import RemoteFile, cache_dir, locate, search_places
+from .sources import RemoteFile, cache_dir, locate, read_or_rebuild, redownload, search_places
 
 ARCHIVES = "archives"
 """The folder, under each place :func:`locate` looks in, that holds dataset archives."""
@@ -79,11 +82,9 @@ def locate_unpacked(
         reason = f"only the official folder {archive.root!r} can be downloaded"
     else:
         try:
-            found = locate(ARCHIVES, [archive.file], archive.mirrors, data_dir, download)
+            return _unpack_into_cache(required, archive, data_dir, download)
         except FileNotFoundError as error:
             reason = f"its archive could not be had either:\n{error}"
-        else:
-            return unpack(found / archive.file.name, archive.root, required, cache_dir())
     looked = "\n".join(
         f"  {place} ({origin}): missing {', '.join(_missing(place, required))}"
         for place, origin in places
@@ -91,6 +92,51 @@ def locate_unpacked(
     raise FileNotFoundError(
         f"cannot find dataset folder {folder!r}; looked in:\n{looked}\n{reason}.\n"
         f"Put the folder in <dir>/ and set CROSSDISTILL_DATA=<dir>, or pass data_dir=<dir>."
+    )
+
+
+def unpack_again(
+    root: Path,
+    required: Sequence[str],
+    archive: RemoteArchive,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+) -> Callable[[], object] | None:
+    """How to make a file of ``root`` (what :func:`locate_unpacked` found) again, for
+    :func:`~crossdistill.data.sources.read_or_rebuild`: when ``root`` is the cache's folder
+    unpacked from ``archive``, a call that finds the archive (downloading it if allowed),
+    deletes the folder and unpacks it again; else None, and the files are read as they are."""
+    if Path(root) != cache_dir() / archive.root:
+        return None
+
+    def rebuild() -> Path:
+        locate(ARCHIVES, [archive.file], archive.mirrors, data_dir, download)
+        shutil.rmtree(root)
+        return _unpack_into_cache(required, archive, data_dir, download)
+
+    return rebuild
+
+
+def _unpack_into_cache(
+    required: Sequence[str],
+    archive: RemoteArchive,
+    data_dir: str | Path | None,
+    download: bool,
+) -> Path:
+    """The archive found (or downloaded) by :func:`locate`, unpacked into the cache; a damaged
+    archive that was downloaded into the cache is downloaded again."""
+    files = [archive.file]
+    found = locate(ARCHIVES, files, archive.mirrors, data_dir, download)
+    target = cache_dir() / archive.root
+    if target.exists():
+        raise FileExistsError(
+            f"{target} exists but lacks {', '.join(_missing(target, required))}; "
+            f"remove it to unpack {found / archive.file.name} there"
+        )
+    return read_or_rebuild(
+        found / archive.file.name,
+        lambda path: unpack(path, archive.root, required, cache_dir()),
+        redownload(found, ARCHIVES, files, archive.mirrors, data_dir, download),
     )
 
 

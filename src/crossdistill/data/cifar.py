@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .archives import RemoteArchive, locate_unpacked
+from .archives import RemoteArchive, locate_unpacked, unpack_again
 from .arrays import ArrayData
+from .checks import check_labels
 from .datasets import DomainSplits, datasets, split_train
 from .idx import DataFormatError
-from .sources import RemoteFile
+from .sources import RemoteFile, read_or_rebuild
 
 _ARCHIVE = RemoteArchive(
     RemoteFile("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
@@ -87,13 +88,10 @@ def read_cifar_batch(path: str | Path) -> ArrayData:
         raise DataFormatError(
             f"{path}: key 'labels': expected {len(data)} integer labels, found {_describe(labels)}"
         )
-    if len(labels) and not 0 <= labels.min() <= labels.max() < _CLASSES:
-        raise DataFormatError(
-            f"{path}: key 'labels': values must be in 0..{_CLASSES - 1}, "
-            f"found {labels.min()}..{labels.max()}"
-        )
+    y = torch.from_numpy(labels.astype(np.int64))
+    check_labels(y, _CLASSES, f"{path}: key 'labels':", "CIFAR-10")
     x = torch.from_numpy(data.reshape(-1, *_SHAPE)).float().div_(255)
-    return ArrayData(x, torch.from_numpy(labels.astype(np.int64)))
+    return ArrayData(x, y)
 
 
 def _describe(value: object) -> str:
@@ -118,9 +116,15 @@ def cifar10(
     such as ``"cifar10-subset/cifar-10-batches-py"`` also works) holds the six batch files and
     is read as it is when found in ``data_dir``, ``$CROSSDISTILL_DATA`` or the cache. Otherwise the
     official ``cifar-10-python.tar.gz`` is downloaded, checked against its md5 and unpacked into
-    the cache (only for the official folder name).
+    the cache (only for the official folder name); a damaged batch there is unpacked again.
     """
-    root = locate_unpacked(folder, (*_TRAIN, _TEST), _ARCHIVE, data_dir, download)
-    parts = [read_cifar_batch(root / name) for name in _TRAIN]
+    required = (*_TRAIN, _TEST)
+    root = locate_unpacked(folder, required, _ARCHIVE, data_dir, download)
+    rebuild = unpack_again(root, required, _ARCHIVE, data_dir, download)
+
+    def read(name: str) -> ArrayData:
+        return read_or_rebuild(root / name, read_cifar_batch, rebuild)
+
+    parts = [read(name) for name in _TRAIN]
     train = ArrayData(torch.cat([part.x for part in parts]), torch.cat([part.y for part in parts]))
-    return split_train(train, read_cifar_batch(root / _TEST), small, seed)
+    return split_train(train, read(_TEST), small, seed, _CLASSES)

@@ -8,10 +8,15 @@ Every loader takes the same keyword arguments ``small`` (the size of Small), ``s
 and ``download`` (the last two are those of :func:`~crossdistill.data.sources.locate`; loaders of
 data bundled with scikit-learn accept and ignore them), so a config names one by a string, as in
 ``datasets.build({"name": "mnist", "small": 1000}, seed=0)``.
+
+A classification loader declares its classes (``splits.num_classes``, e.g. 10 for MNIST); every
+label is then checked to lie in ``0..num_classes - 1``, in the file it comes from where there is
+one, so a stray label never silently widens a model. A regression loader declares None.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +26,9 @@ from sklearn.datasets import load_diabetes, load_digits
 
 from ..registry import Registry
 from .arrays import ArrayData, random_split
+from .checks import check_alike, check_labels, check_num_classes
 from .idx import DataFormatError, read_idx
-from .sources import RemoteFile, locate
+from .sources import RemoteFile, locate, read_or_rebuild, redownload
 
 OFFICIAL_IDX_NAMES = (
     "train-images-idx3-ubyte.gz",
@@ -56,6 +62,9 @@ _MNIST_10K_FILES = (
 )
 """The 10 000-image MNIST sample (md5s of the copy this project was given; it has no mirror)."""
 
+_DIGIT_CLASSES = 10
+"""The classes of MNIST, Fashion-MNIST and scikit-learn's digits."""
+
 
 @dataclass(frozen=True)
 class DomainSplits:
@@ -65,11 +74,31 @@ class DomainSplits:
         big: the larger part of Train (e.g. for a teacher).
         small: the seeded random ``small`` rows of Train (e.g. for a student).
         test: held-out data, never used for training or model selection.
+        num_classes: the classes of a classification dataset, as its loader declares them; None
+            for regression data, or classification data that declares none (a caller then
+            infers max label + 1 over the three parts).
+
+    Raises:
+        DataFormatError: the parts' inputs differ in dtype or in shape after the first
+            dimension, or their targets do; or ``num_classes`` is given and a label is not an
+            integer in ``[0, num_classes)``. The message names the part (``Big``, ``Small``,
+            ``Test``), what was expected and what was found.
+        ValueError: ``num_classes`` is neither None nor a positive integer.
     """
 
     big: ArrayData
     small: ArrayData
     test: ArrayData
+    num_classes: int | None = None
+
+    def __post_init__(self) -> None:
+        parts = {"Big": self.big, "Small": self.small, "Test": self.test}
+        check_alike("inputs", {name: part.x for name, part in parts.items()})
+        check_alike("targets", {name: part.y for name, part in parts.items()})
+        check_num_classes(self.num_classes, "DomainSplits")
+        if self.num_classes is not None:
+            for name, part in parts.items():
+                check_labels(part.y, self.num_classes, name, "the dataset")
 
     @property
     def train(self) -> ArrayData:
@@ -83,12 +112,18 @@ datasets: Registry[DomainSplits] = Registry("dataset")
 """Loaders by name: ``datasets.build("fashion_mnist", small=1000, seed=0)``."""
 
 
-def load_idx_pair(images_path: str | Path, labels_path: str | Path) -> ArrayData:
+def load_idx_pair(
+    images_path: str | Path,
+    labels_path: str | Path,
+    rebuild: Callable[[], object] | None = None,
+) -> ArrayData:
     """Images and labels from two IDX files, as MNIST publishes them.
 
     Args:
         images_path: uint8 pixels ``(N, H, W)``.
         labels_path: integer labels ``(N,)``.
+        rebuild: remakes a damaged file, when the library made both (see
+            :func:`~crossdistill.data.sources.read_or_rebuild`); None to read them as they are.
 
     Returns:
         x float32 ``(N, 1, H, W)`` in [0, 1] (pixel / 255) and y int64 ``(N,)``.
@@ -97,7 +132,8 @@ def load_idx_pair(images_path: str | Path, labels_path: str | Path) -> ArrayData
         DataFormatError: a file is malformed, holds the wrong shape or dtype, or the two files
             hold different numbers of samples.
     """
-    images, labels = read_idx(images_path), read_idx(labels_path)
+    images = read_or_rebuild(images_path, read_idx, rebuild)
+    labels = read_or_rebuild(labels_path, read_idx, rebuild)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise DataFormatError(
             f"{images_path}: expected uint8 images (N, H, W), found {images.dtype} {images.shape}"
@@ -114,25 +150,62 @@ def load_idx_pair(images_path: str | Path, labels_path: str | Path) -> ArrayData
     return ArrayData(x, torch.from_numpy(labels).long())
 
 
-def split_train(train: ArrayData, test: ArrayData, small: int, seed: int) -> DomainSplits:
-    """Split ``train`` into a seeded random Small of ``small`` rows and Big, the rest."""
+def load_official_idx(
+    root: Path, num_classes: int, owner: str, rebuild: Callable[[], object] | None = None
+) -> tuple[ArrayData, ArrayData]:
+    """Train and Test from the four files :data:`OFFICIAL_IDX_NAMES` in ``root``.
+
+    Args:
+        root: the folder holding the four files.
+        num_classes: the dataset's classes; every label must lie in ``[0, num_classes)``.
+        owner: the dataset's name, for messages.
+        rebuild: see :func:`load_idx_pair`.
+
+    Raises:
+        DataFormatError: a file is malformed (see :func:`load_idx_pair`), a label file holds a
+            label outside the classes (the message names the file, the split, the label and its
+            row), or Test's images differ in size from Train's (the message names both files).
+    """
+    images, labels, test_images, test_labels = (root / name for name in OFFICIAL_IDX_NAMES)
+    train = load_idx_pair(images, labels, rebuild)
+    test = load_idx_pair(test_images, test_labels, rebuild)
+    check_labels(train.y, num_classes, f"{labels}: Train", owner)
+    check_labels(test.y, num_classes, f"{test_labels}: Test", owner)
+    if test.x.shape[1:] != train.x.shape[1:]:
+        size, expected = ("×".join(map(str, part.x.shape[2:])) for part in (test, train))
+        raise DataFormatError(
+            f"{test_images}: Test images are {size}, expected {expected} as in Train ({images})"
+        )
+    return train, test
+
+
+def split_train(
+    train: ArrayData, test: ArrayData, small: int, seed: int, num_classes: int | None = None
+) -> DomainSplits:
+    """Split ``train`` into a seeded random Small of ``small`` rows and Big, the rest.
+
+    ``num_classes`` is the dataset's declared classes (None for regression data).
+    """
     if not 0 < small < len(train):
         raise ValueError(
             f"small must be between 1 and {len(train) - 1} (Train size - 1), got {small}"
         )
     small_part, big_part = random_split(train, small, seed)
-    return DomainSplits(big=big_part, small=small_part, test=test)
+    return DomainSplits(big=big_part, small=small_part, test=test, num_classes=num_classes)
 
 
-def split_held_out(data: ArrayData, test: int, small: int, seed: int) -> DomainSplits:
+def split_held_out(
+    data: ArrayData, test: int, small: int, seed: int, num_classes: int | None = None
+) -> DomainSplits:
     """Take a seeded random Test of ``test`` rows out of ``data``, then split the rest."""
     if not 0 < test < len(data):
         raise ValueError(f"test must be between 1 and {len(data) - 1}, got {test}")
     test_part, train = random_split(data, test, seed)
-    return split_train(train, test_part, small, seed)
+    return split_train(train, test_part, small, seed, num_classes)
 
 
 def _official_idx(
+    name: str,
     folder: str,
     md5s: tuple[str, ...],
     mirrors: tuple[str, ...],
@@ -141,14 +214,13 @@ def _official_idx(
     data_dir: str | Path | None,
     download: bool,
 ) -> DomainSplits:
-    """Load the four files of an MNIST-like dataset: Train splits into Big / Small."""
-    files = [RemoteFile(name, md5) for name, md5 in zip(OFFICIAL_IDX_NAMES, md5s, strict=True)]
+    """Load the four files of an MNIST-like dataset of 10 classes: Train splits into Big /
+    Small. A damaged file that was downloaded into the cache is downloaded again."""
+    files = [RemoteFile(file, md5) for file, md5 in zip(OFFICIAL_IDX_NAMES, md5s, strict=True)]
     root = locate(folder, files, mirrors, data_dir, download)
-    train_images, train_labels, test_images, test_labels = (
-        root / name for name in OFFICIAL_IDX_NAMES
-    )
-    train = load_idx_pair(train_images, train_labels)
-    return split_train(train, load_idx_pair(test_images, test_labels), small, seed)
+    rebuild = redownload(root, folder, files, mirrors, data_dir, download)
+    train, test = load_official_idx(root, _DIGIT_CLASSES, name, rebuild)
+    return split_train(train, test, small, seed, _DIGIT_CLASSES)
 
 
 @datasets.register("fashion_mnist")
@@ -157,7 +229,14 @@ def fashion_mnist(
 ) -> DomainSplits:
     """Fashion-MNIST: 28×28 grey clothes in 10 classes; Train 60 000, Test the official 10 000."""
     return _official_idx(
-        "fashion-mnist", _FASHION_MNIST_MD5, _FASHION_MNIST_MIRRORS, small, seed, data_dir, download
+        "fashion_mnist",
+        "fashion-mnist",
+        _FASHION_MNIST_MD5,
+        _FASHION_MNIST_MIRRORS,
+        small,
+        seed,
+        data_dir,
+        download,
     )
 
 
@@ -166,7 +245,9 @@ def mnist(
     *, small: int, seed: int = 0, data_dir: str | Path | None = None, download: bool = True
 ) -> DomainSplits:
     """MNIST: 28×28 grey handwritten digits; Train 60 000, Test the official 10 000."""
-    return _official_idx("mnist", _MNIST_MD5, _MNIST_MIRRORS, small, seed, data_dir, download)
+    return _official_idx(
+        "mnist", "mnist", _MNIST_MD5, _MNIST_MIRRORS, small, seed, data_dir, download
+    )
 
 
 @datasets.register("mnist_10k")
@@ -184,7 +265,9 @@ def mnist_10k(
     """
     root = locate("mnist-10k", _MNIST_10K_FILES, (), data_dir, download)
     images, labels = (root / file.name for file in _MNIST_10K_FILES)
-    return split_held_out(load_idx_pair(images, labels), test, small, seed)
+    data = load_idx_pair(images, labels)
+    check_labels(data.y, _DIGIT_CLASSES, f"{labels}:", "mnist_10k")
+    return split_held_out(data, test, small, seed, _DIGIT_CLASSES)
 
 
 @datasets.register("digits")
@@ -202,7 +285,8 @@ def digits(
     """
     bunch = load_digits()
     x = torch.from_numpy(bunch.images).float().div_(16).unsqueeze(1)
-    return split_held_out(ArrayData(x, torch.from_numpy(bunch.target).long()), test, small, seed)
+    data = ArrayData(x, torch.from_numpy(bunch.target).long())
+    return split_held_out(data, test, small, seed, _DIGIT_CLASSES)
 
 
 @datasets.register("diabetes")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CrossdistillError
 from ..files import atomic_path
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -30,8 +31,10 @@ _TYPES: dict[int, np.dtype] = {
 _TYPE_NAMES = ", ".join(f"0x{code:02x} {dtype.name}" for code, dtype in _TYPES.items())
 
 
-class DataFormatError(ValueError):
-    """A data file is not in the format it should be; the message names the file and the fault."""
+class DataFormatError(CrossdistillError, ValueError):
+    """Data are not what they should be: a file in the wrong format, truncated or corrupt, a
+    label outside the declared classes, or splits of one domain holding different kinds of
+    inputs. The message names the file or the split, what was expected and what was found."""
 
 
 def read_idx(path: str | Path) -> np.ndarray:

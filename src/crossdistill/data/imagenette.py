@@ -4,14 +4,15 @@
 class index is the id's place in sorted order. Train is ``train`` (9 469 images), Test ``val``
 (3 925). Images are decoded once with Pillow and kept, as uint8, in a cache file under
 ``cache_dir()/imagenette`` whose name depends on the folder, the image size and every image
-file's name, size and modification time, so that later loads read one file and decode nothing.
+file's name, size and modification time, so that later loads read one file and decode nothing;
+a damaged cache file is decoded again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,11 @@ import torch
 from PIL import Image, ImageOps
 
 from ..files import atomic_path
-from .archives import RemoteArchive, locate_unpacked
+from .archives import RemoteArchive, locate_unpacked, unpack_again
 from .arrays import ArrayData
 from .datasets import DomainSplits, datasets, split_train
 from .idx import DataFormatError
-from .sources import RemoteFile, cache_dir
+from .sources import RemoteFile, cache_dir, read_or_rebuild
 
 _ARCHIVE = RemoteArchive(
     RemoteFile("imagenette2-160.tgz", "e793b78cc4c9e9a4ccc0c1155377a412"),
@@ -53,6 +54,7 @@ def imagenette(
     ``$CROSSDISTILL_DATA`` or the cache. Otherwise the official ``imagenette2-160.tgz`` is
     downloaded, checked against its md5 and unpacked into the cache (only for the official
     folder name). Each image is scaled and cropped to ``size``×``size`` by :func:`decode_image`.
+    The classes are the class folders (10 in the official folder).
 
     Raises:
         ValueError: ``size`` is below 1.
@@ -61,10 +63,13 @@ def imagenette(
     """
     if size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
-    root = locate_unpacked(folder, (_TRAIN, _TEST), _ARCHIVE, data_dir, download)
+    required = (_TRAIN, _TEST)
+    root = locate_unpacked(folder, required, _ARCHIVE, data_dir, download)
+    rebuild = unpack_again(root, required, _ARCHIVE, data_dir, download)
     classes = class_folders(root / _TRAIN, root / _TEST)
-    train = load_image_folder(root / _TRAIN, classes, size)
-    return split_train(train, load_image_folder(root / _TEST, classes, size), small, seed)
+    train = load_image_folder(root / _TRAIN, classes, size, rebuild)
+    test = load_image_folder(root / _TEST, classes, size, rebuild)
+    return split_train(train, test, small, seed, len(classes))
 
 
 def class_folders(*splits: Path) -> list[str]:
@@ -89,17 +94,30 @@ def class_folders(*splits: Path) -> list[str]:
     return first
 
 
-def load_image_folder(split: Path, classes: Sequence[str], size: int) -> ArrayData:
+def load_image_folder(
+    split: Path,
+    classes: Sequence[str],
+    size: int,
+    rebuild: Callable[[], object] | None = None,
+) -> ArrayData:
     """Every image file in ``split/<class>/`` for each of ``classes``, decoded or from the cache.
 
-    Every non-hidden file in a class folder is taken for an image.
+    Every non-hidden file in a class folder is taken for an image. A damaged decoded-image cache
+    file is decoded again (with a warning naming it).
+
+    Args:
+        split: the folder of one split.
+        classes: the class folders' names, in label order.
+        size: the side of the decoded square images, in pixels.
+        rebuild: remakes a damaged image file, when the library unpacked ``split`` itself (see
+            :func:`~crossdistill.data.sources.read_or_rebuild`); None to read images as they are.
 
     Returns:
         x float32 ``(N, 3, size, size)`` in [0, 1] and y int64 ``(N,)``, the index in
         ``classes`` of each image's folder; ordered by class, then by file name.
 
     Raises:
-        DataFormatError: an image or the decoded cache file cannot be read; the message names it.
+        DataFormatError: an image cannot be read; the message names it.
     """
     files = [
         (label, path)
@@ -107,23 +125,38 @@ def load_image_folder(split: Path, classes: Sequence[str], size: int) -> ArrayDa
         for path in sorted(entry for entry in _entries(split / name) if entry.is_file())
     ]
     cache = _cache_path(split, files, size)
-    if cache.is_file():
-        try:
-            saved = torch.load(cache, weights_only=True)
-            pixels, labels = saved["x"], saved["y"]
-        except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError) as error:
-            raise DataFormatError(
-                f"{cache}: unreadable decoded-image cache ({error!r}); delete it to decode again"
-            ) from error
-    else:
+
+    def decode() -> None:
         decoded = np.empty((len(files), size, size, 3), np.uint8)
         for row, (_, path) in enumerate(files):
-            decoded[row] = decode_image(path, size)
+            decoded[row] = read_or_rebuild(path, partial(decode_image, size=size), rebuild)
         pixels = torch.from_numpy(decoded).permute(0, 3, 1, 2).contiguous()
         labels = torch.tensor([label for label, _ in files], dtype=torch.int64)
         with atomic_path(cache) as temporary:
             torch.save({"x": pixels, "y": labels}, temporary)
+
+    read = partial(_read_decoded, rows=len(files), size=size)
+    pixels, labels = read_or_rebuild(cache, read, decode)
     return ArrayData(pixels.float().div_(255), labels)
+
+
+def _read_decoded(path: Path, rows: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The uint8 pixels ``(rows, 3, size, size)`` and int64 labels ``(rows,)`` of a decoded-image
+    cache file; DataFormatError if it holds anything else."""
+    saved = torch.load(path, weights_only=True)
+    pixels, labels = (saved.get("x"), saved.get("y")) if isinstance(saved, dict) else (None, None)
+    if not (
+        isinstance(pixels, torch.Tensor)
+        and pixels.dtype == torch.uint8
+        and pixels.shape == (rows, 3, size, size)
+        and isinstance(labels, torch.Tensor)
+        and labels.dtype == torch.int64
+        and labels.shape == (rows,)
+    ):
+        raise DataFormatError(
+            f"{path}: expected uint8 pixels ({rows}, 3, {size}, {size}) and int64 labels ({rows},)"
+        )
+    return pixels, labels
 
 
 def decode_image(path: Path, size: int) -> np.ndarray:

@@ -24,9 +24,10 @@ import scipy.sparse
 import torch
 
 from .arrays import ArrayData
+from .checks import check_labels
 from .datasets import DomainSplits, datasets, split_held_out
 from .idx import DataFormatError
-from .sources import search_places
+from .sources import read_or_rebuild, search_places
 
 OFFICE31_DOMAINS = ("amazon", "dslr", "webcam")
 """The three Office-31 domains: amazon.com product photos, DSLR photos and webcam photos."""
@@ -135,8 +136,8 @@ def office31(
             holding a file of the domain holds several.
         FileNotFoundError: no place holds a file of the domain; the message lists every place
             looked in and the accepted file names.
-        DataFormatError: the file is malformed (see :func:`read_feature_file`) or its labels go
-            beyond 30.
+        DataFormatError: the file is malformed (see :func:`read_feature_file`) or a label goes
+            beyond 30 (the message names the file, the label and its row).
     """
     if domain not in OFFICE31_DOMAINS:
         raise ValueError(
@@ -145,19 +146,15 @@ def office31(
     if not 0 < test < 1:
         raise ValueError(f"test must be a fraction strictly between 0 and 1, got {test}")
     path = _feature_file(domain, folder, data_dir)
-    data = read_feature_file(path)
-    if data.y.max() >= _CLASSES:
-        raise DataFormatError(
-            f"{path}: labels: expected Office-31 class indices 0..{_CLASSES - 1}, found "
-            f"{int(data.y.min())}..{int(data.y.max())}"
-        )
+    data = read_or_rebuild(path, read_feature_file)
+    check_labels(data.y, _CLASSES, f"{path}:", "office31")
     held_out = round(test * len(data))
     if not 0 < held_out < len(data):
         raise ValueError(
             f"test={test} of the {len(data)} rows of {path} gives {held_out} Test rows; "
             f"expected 1..{len(data) - 1}"
         )
-    return split_held_out(data, held_out, small, seed)
+    return split_held_out(data, held_out, small, seed, _CLASSES)
 
 
 def _file_names(domain: str) -> list[str]:

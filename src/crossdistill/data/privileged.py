@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..registry import Registry
 from .arrays import ArrayData
+from .checks import check_alike, check_labels, check_num_classes
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,35 @@ class PrivilegedData:
 
 @dataclass(frozen=True)
 class PrivilegedSplits:
-    """Training rows (privileged inputs known) and Test rows (scored on regular inputs)."""
+    """Training rows (privileged inputs known) and Test rows (scored on regular inputs).
+
+    Attributes:
+        train: the training rows.
+        test: the held-out rows.
+        num_classes: the classes, as the builder declares them; None when it declares none (a
+            caller then infers max label + 1 over both parts).
+
+    Raises:
+        DataFormatError: Train and Test differ in the dtype or row shape of x, of x_star or of
+            y; or ``num_classes`` is given and a label is not an integer in
+            ``[0, num_classes)``. The message names the part, what was expected and what was
+            found.
+        ValueError: ``num_classes`` is neither None nor a positive integer.
+    """
 
     train: PrivilegedData
     test: PrivilegedData
+    num_classes: int | None = None
+
+    def __post_init__(self) -> None:
+        parts = {"Train": self.train, "Test": self.test}
+        check_alike("regular inputs x", {name: part.x for name, part in parts.items()})
+        check_alike("privileged inputs x_star", {name: part.x_star for name, part in parts.items()})
+        check_alike("labels", {name: part.y for name, part in parts.items()})
+        check_num_classes(self.num_classes, "PrivilegedSplits")
+        if self.num_classes is not None:
+            for name, part in parts.items():
+                check_labels(part.y, self.num_classes, name, "the problem")
 
 
 privileged_datasets: Registry[PrivilegedSplits] = Registry("privileged dataset")
@@ -103,7 +129,8 @@ def lopez_paz_synthetic(
       box, in the box's frame), as in the authors' code, so the teacher can learn it while the
       student, on x, cannot tell which features matter.
 
-    x and x* are standardised with Train's statistics (as the authors' code does); y ∈ {0, 1}.
+    x and x* are standardised with Train's statistics (as the authors' code does); y ∈ {0, 1}
+    (2 classes).
     """
     if setting not in SYNTHETIC_SETTINGS:
         raise ValueError(f"setting must be one of {', '.join(SYNTHETIC_SETTINGS)}, got {setting!r}")
@@ -133,4 +160,5 @@ def lopez_paz_synthetic(
     return PrivilegedSplits(
         train=PrivilegedData(x_train, star_train, y[:train]),
         test=PrivilegedData(x_test, star_test, y[train:]),
+        num_classes=2,
     )

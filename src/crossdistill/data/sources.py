@@ -10,6 +10,11 @@ in this order:
 Files found locally are read as they are. Otherwise the missing files are downloaded from the
 dataset's mirrors into the cache, each checked against its published md5 and written through a
 temporary file, so that the cache never holds a partial or unverified file.
+
+Every file the data layer reads goes through :func:`read_or_rebuild`: a damaged file that the
+library made itself (a download in the cache, an unpacked archive, a decoded-image cache, a
+generated dataset) is deleted with a warning and made again; any other damaged file raises
+`DataFormatError` naming it.
 """
 
 from __future__ import annotations
@@ -18,13 +23,17 @@ import hashlib
 import logging
 import os
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from http.client import HTTPException
 from pathlib import Path
+from typing import TypeVar
 
-from ..files import atomic_path
+from ..files import UNREADABLE, atomic_path, read_rebuildable
+from .idx import DataFormatError
+
+T = TypeVar("T")
 
 _log = logging.getLogger(__name__)
 
@@ -113,6 +122,58 @@ def locate(
         f"cannot find dataset folder {folder!r}; looked in:\n{looked}\n{unset}{reason}.\n"
         f"Put the files in <dir>/{folder}/ and set CROSSDISTILL_DATA=<dir>, or pass data_dir=<dir>."
     )
+
+
+def read_or_rebuild(
+    path: str | Path, read: Callable[[Path], T], rebuild: Callable[[], object] | None = None
+) -> T:
+    """``read(path)``, with one rule for a missing, truncated or corrupt file.
+
+    Args:
+        path: the file.
+        read: reads it, raising on a damaged file (`DataFormatError`, or what ``torch.load``,
+            ``pickle`` or ``zipfile`` raise: ``PytorchStreamReader failed``, `EOFError`, ...).
+        rebuild: given when the library made ``path`` itself, and remakes it there. A missing
+            file is then made (no warning: a first build); a damaged one is deleted with one
+            warning naming it (`crossdistill.files.read_rebuildable`), made again, and read
+            again. None for a file read as it is (a user's file, a file found in ``data_dir``
+            or ``$CROSSDISTILL_DATA``).
+
+    Raises:
+        DataFormatError: ``path`` cannot be read, and cannot be made again (or was, and still
+            cannot be read); the message names ``path``.
+        FileNotFoundError: ``path`` does not exist and there is no ``rebuild``.
+    """
+    path = Path(path)
+    if rebuild is not None:
+        value = read_rebuildable(path, read)
+        if value is not None:
+            return value
+        rebuild()
+    try:
+        return read(path)
+    except (DataFormatError, FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except UNREADABLE as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise DataFormatError(f"{path}: unreadable: {first}") from error
+
+
+def redownload(
+    root: Path,
+    folder: str,
+    files: Sequence[RemoteFile],
+    mirrors: Sequence[str],
+    data_dir: str | Path | None = None,
+    download: bool = True,
+) -> Callable[[], object] | None:
+    """How to make a file of ``root`` (what :func:`locate` found) again, for
+    :func:`read_or_rebuild`: when ``root`` is the cache's copy of a dataset that has mirrors and
+    ``download`` is allowed, a call of :func:`locate` that downloads the files missing there (the
+    damaged one, deleted); else None, and the files are read as they are."""
+    if not (download and mirrors and Path(root) == cache_dir() / folder):
+        return None
+    return partial(locate, folder, files, mirrors, data_dir, download)
 
 
 def search_places(folder: str, data_dir: str | Path | None) -> list[tuple[Path, str]]:

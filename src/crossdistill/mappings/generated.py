@@ -1,9 +1,10 @@
 """GeneratedMNIST (SPEC §1.3): digits the VAE translator generates from Fashion-MNIST-Small.
 
 Each image is the translator's digit decoder at a code z ~ q(z|x) sampled for a clothing image x
-of Fashion-MNIST-Small (so images vary even for the same x); its label is x's class. The files
-are written once, in the MNIST layout, and then read like MNIST. The dataset registers itself
-in `crossdistill.data.datasets` as ``generated_mnist``.
+of Fashion-MNIST-Small (so images vary even for the same x); its label is x's class (10
+classes). The files are written once, in the MNIST layout, and then read like MNIST; a damaged
+file is generated again. The dataset registers itself in `crossdistill.data.datasets` as
+``generated_mnist``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import torch
 from torch import Tensor
 
 from ..data.arrays import ArrayData
-from ..data.datasets import OFFICIAL_IDX_NAMES, DomainSplits, datasets, load_idx_pair, split_train
+from ..data.datasets import (
+    OFFICIAL_IDX_NAMES,
+    DomainSplits,
+    datasets,
+    load_official_idx,
+    split_train,
+)
 from ..data.idx import write_idx
 from ..data.sources import cache_dir
 from .vae import (
@@ -29,6 +36,9 @@ from .vae import (
 
 _CHUNK = 4096
 """Images decoded at a time."""
+
+_CLASSES = 10
+"""Fashion-MNIST's classes, which label the generated digits."""
 
 
 def _complete(folder: Path) -> bool:
@@ -140,18 +150,20 @@ def generated_mnist(
             ``split_seed`` also pick the Fashion-MNIST-Small the images come from.
         train, test: numbers of generated images.
         generation_seed: seeds the source draws and the codes.
-        folder: where the files are written and read; default :func:`generated_folder`.
+        folder: where the files are written and read; default :func:`generated_folder`. A
+            missing or damaged file there makes all four be generated again.
     """
     settings = TranslatorSettings(**(translator or {}))
     if folder is None:
         folder = generated_folder(settings, train, test, generation_seed)
     folder = Path(folder)
-    if not _complete(folder):
+
+    def generate() -> None:
         source = student_clothing(settings, data_dir, download)
         model = build_translator(settings, data_dir, download)
         write_generated_mnist(model, source, folder, train, test, generation_seed)
-    train_images, train_labels, test_images, test_labels = (
-        folder / name for name in OFFICIAL_IDX_NAMES
-    )
-    generated = load_idx_pair(train_images, train_labels)
-    return split_train(generated, load_idx_pair(test_images, test_labels), small, seed)
+
+    if not _complete(folder):
+        generate()
+    generated, held_out = load_official_idx(folder, _CLASSES, "generated_mnist", generate)
+    return split_train(generated, held_out, small, seed, _CLASSES)

@@ -29,7 +29,8 @@ def regular_view(
 
     Training rows are the dataset's Small of ``train`` rows drawn with ``seed``; Test is its
     Test. x* is the dataset's x; x = ``view``(x*), a registered mapping applied once (e.g.
-    ``{"name": "resize", "size": 7, "antialias": true}``: 28×28 digits seen at 7×7).
+    ``{"name": "resize", "size": 7, "antialias": true}``: 28×28 digits seen at 7×7). The
+    classes are those the dataset declares.
     """
     spec = {"name": dataset} if isinstance(dataset, str) else dict(dataset)
     if data_dir is not None:
@@ -41,4 +42,6 @@ def regular_view(
         with torch.no_grad():
             return PrivilegedData(phi(data.x), data.x, data.y)
 
-    return PrivilegedSplits(train=both(splits.small), test=both(splits.test))
+    return PrivilegedSplits(
+        train=both(splits.small), test=both(splits.test), num_classes=splits.num_classes
+    )
