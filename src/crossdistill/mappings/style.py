@@ -29,7 +29,7 @@ from ..data.arrays import Columns, random_indices
 from ..data.datasets import datasets
 from ..data.sources import cache_dir
 from ..figures import plot_before_after
-from ..files import atomic_path
+from ..files import UNREADABLE, atomic_path, read_rebuildable
 from ..losses.style import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, StyleLoss
 from ..methods import Batch, Method
 from ..models.vgg import Arch, Convention, load_vgg_features
@@ -214,7 +214,8 @@ def train_transform_net(
             batch_size=batch_size,
             optimizer={"name": "adam", "lr": lr},
             seed=seed,
-            progress=progress,
+            progress=bool(progress),
+            name=progress if isinstance(progress, str) else "style transform network",
         )
 
 
@@ -421,7 +422,12 @@ class FastStyleTransfer(nn.Module):
         self.checkpoint = Path(checkpoint).expanduser()
         if not self.checkpoint.is_file():
             raise FileNotFoundError(f"fast style transfer checkpoint {self.checkpoint} not found")
-        saved = torch.load(self.checkpoint, weights_only=True)
+        try:
+            saved = _read_checkpoint(self.checkpoint)
+        except UNREADABLE as error:
+            raise ValueError(
+                f"{self.checkpoint}: not a style network checkpoint ({error})"
+            ) from None
         self.settings: dict[str, Any] = saved["settings"]
         self.history: list[dict[str, float]] = saved["history"]
         self.network = TransformNet(self.settings["channels"], self.settings["residual_blocks"])
@@ -467,7 +473,7 @@ def _train_or_find(loss: StyleLoss, settings: dict[str, Any], progress: bool | s
     )
     key = fingerprint(loss, content, json.dumps(settings, sort_keys=True))
     path = cache_dir() / "style" / f"{key[:16]}.pt"
-    if path.exists():
+    if read_rebuildable(path, _read_checkpoint) is not None:
         return path
     torch.manual_seed(settings["seed"])
     network = TransformNet(settings["channels"], settings["residual_blocks"])
@@ -484,3 +490,11 @@ def _train_or_find(loss: StyleLoss, settings: dict[str, Any], progress: bool | s
     with atomic_path(path) as tmp:
         torch.save({"settings": settings, "network": network.state_dict(), "history": history}, tmp)
     return path
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """A style network checkpoint: ``settings``, ``network`` (state dict) and ``history``."""
+    saved = torch.load(path, weights_only=True)
+    if not isinstance(saved, dict) or not {"settings", "network", "history"} <= set(saved):
+        raise ValueError("expected the entries settings, network and history")
+    return saved

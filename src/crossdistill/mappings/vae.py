@@ -35,7 +35,7 @@ from ..data.arrays import ArrayData, Columns
 from ..data.datasets import datasets
 from ..data.sources import cache_dir
 from ..figures import plot_before_after, save_figure, tile
-from ..files import atomic_path
+from ..files import atomic_path, read_rebuildable
 from ..losses.vae import translator_loss
 from ..methods import Batch, Method
 from ..training.loop import fit, predict
@@ -293,7 +293,8 @@ def train_translator(
             batch_size=settings.batch_size,
             optimizer={"name": "adam", "lr": settings.lr},
             seed=settings.seed,
-            progress=progress,
+            progress=bool(progress),
+            name=progress if isinstance(progress, str) else "VAE translator",
         )
     return translator.eval()
 
@@ -321,9 +322,8 @@ def build_translator(
     else trained on Fashion-MNIST-Small and MNIST's Train (read from ``data_dir`` as
     `crossdistill.data.datasets` does) and saved there first. Frozen, in eval mode."""
     path = translator_path(settings)
-    if path.exists():
-        translator = VAETranslator.load(path)
-    else:
+    translator = read_rebuildable(path, VAETranslator.load)
+    if translator is None:
         clothing = student_clothing(settings, data_dir, download)
         spec = {"name": "mnist", "small": settings.small, "seed": settings.split_seed}
         digits = datasets.build(spec, data_dir=data_dir, download=download).train

@@ -2,16 +2,30 @@
 
 from ..losses import Task
 from .cache import TeacherCache, TeacherRun, fingerprint
+from .devices import available_devices, check_device
 from .hooks import capture
-from .loop import Trainable, build_optimizer, evaluate, fit, metrics, predict
+from .loop import (
+    Trainable,
+    TrainingDiverged,
+    build_optimizer,
+    check_optimizer,
+    evaluate,
+    fit,
+    metrics,
+    predict,
+)
 
 __all__ = [
     "Task",
     "TeacherCache",
     "TeacherRun",
     "Trainable",
+    "TrainingDiverged",
+    "available_devices",
     "build_optimizer",
     "capture",
+    "check_device",
+    "check_optimizer",
     "evaluate",
     "fingerprint",
     "fit",

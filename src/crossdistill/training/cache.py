@@ -10,9 +10,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..files import atomic_path
+from ..files import atomic_path, read_rebuildable
 from .hooks import capture
-from .loop import predict
+from .loop import TrainingDiverged, predict
 
 Mapping = Callable[[Tensor], Tensor]
 """A mapping φ: a module or any callable from a tensor ``(N, ...)`` to a tensor ``(N, ...)``."""
@@ -76,10 +76,12 @@ class TeacherCache:
         self.computed = 0
         self._memory: dict[str, TeacherRun] = {}
 
-    def outputs(self, teacher: nn.Module, mapping: Mapping | None, x: Tensor) -> Tensor:
+    def outputs(
+        self, teacher: nn.Module, mapping: Mapping | None, x: Tensor, name: str = "teacher"
+    ) -> Tensor:
         """Teacher outputs ``(N, R)`` on ``mapping(x)`` for inputs ``x`` of shape ``(N, ...)``
         (`run` without layers)."""
-        return self.run(teacher, mapping, x).outputs
+        return self.run(teacher, mapping, x, name=name).outputs
 
     def run(
         self,
@@ -87,13 +89,19 @@ class TeacherCache:
         mapping: Mapping | None,
         x: Tensor,
         layers: Sequence[str] = (),
+        name: str = "teacher",
     ) -> TeacherRun:
         """The teacher's outputs on ``mapping(x)`` and the activations of its submodules
         ``layers`` (module paths, see `crossdistill.training.hooks.capture`).
 
         φ (a module or a plain callable; ``None`` is the identity) is applied to the whole of
         ``x`` at once without gradients (a seeded noise φ thus draws one fixed sample); then the
-        teacher runs in eval mode without gradients, in slices.
+        teacher runs in eval mode without gradients, in slices. A damaged cache file is
+        recomputed.
+
+        Raises:
+            crossdistill.training.TrainingDiverged: the outputs are not finite (``name``, the
+                teacher, is named in the message).
         """
         device = next(teacher.parameters()).device
         with torch.no_grad():
@@ -105,10 +113,17 @@ class TeacherCache:
         if key in self._memory:
             return self._memory[key]
         file = None if self.directory is None else self.directory / f"{key}.pt"
-        if file is not None and file.exists():
-            result = TeacherRun(**torch.load(file))
+        saved = None if file is None else read_rebuildable(file, torch.load)
+        if saved is not None:
+            result = TeacherRun(**saved)
         else:
             result = _teacher_pass(teacher, seen, layers)
+            bad = (~torch.isfinite(result.outputs)).reshape(len(seen), -1).any(1).sum()
+            if bad:
+                raise TrainingDiverged(
+                    f"{name}: its outputs are not finite on {int(bad)} of {len(seen)} rows; "
+                    "it cannot teach (retrain it with a lower learning rate, or check its file)"
+                )
             self.computed += 1
             if file is not None:
                 with atomic_path(file) as tmp:

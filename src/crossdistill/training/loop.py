@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import math
 import operator
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -15,8 +17,19 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..data.arrays import ArrayData, Columns
-from ..files import atomic_path
+from ..errors import CrossdistillError
+from ..files import atomic_path, read_rebuildable
 from ..losses import Task
+
+DIVERGENCE_FACTOR = 1e4
+"""`fit` stops when an epoch's mean loss exceeds this multiple of its first step's loss (or of
+1, if that was smaller)."""
+
+
+class TrainingDiverged(CrossdistillError, RuntimeError):
+    """Training stopped: a loss, a teacher output or a validation metric is not finite, or the
+    loss exploded (see `DIVERGENCE_FACTOR`); the message names the model and the epoch."""
+
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -27,12 +40,57 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 
 
 def build_optimizer(spec: Mapping[str, Any], parameters) -> torch.optim.Optimizer:
-    """An optimizer from ``{"name": "adam", "lr": 1e-3, ...}``; names are the keys of OPTIMIZERS."""
+    """An optimizer from ``{"name": "adam", "lr": 1e-3, ...}``; names are the keys of OPTIMIZERS.
+
+    Raises:
+        ValueError: see `check_optimizer`.
+    """
+    check_optimizer(spec)
+    settings = dict(spec)
+    return OPTIMIZERS[settings.pop("name", "adam")](parameters, **settings)
+
+
+def check_optimizer(spec: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the setting, what it expects and what it found, unless ``spec``
+    names an optimizer of OPTIMIZERS and only settings it takes, each of the type of its default
+    (numbers finite) and in the range PyTorch accepts. Nothing is trained."""
     settings = dict(spec)
     name = settings.pop("name", "adam")
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name](parameters, **settings)
+    if not isinstance(name, str) or name not in OPTIMIZERS:
+        raise ValueError(f"name: expected one of {', '.join(OPTIMIZERS)}, found {name!r}")
+    defaults = {
+        key: parameter.default
+        for key, parameter in inspect.signature(OPTIMIZERS[name]).parameters.items()
+        if key != "params"
+    }
+    for key, value in settings.items():
+        if key not in defaults:
+            raise ValueError(
+                f"optimizer {name!r} has no setting {key!r}; it takes {', '.join(defaults)}"
+            )
+        problem = _setting_problem(defaults[key], value)
+        if problem:
+            raise ValueError(f"{key}: expected {problem}, found {value!r}")
+    try:
+        OPTIMIZERS[name]([torch.zeros(1, requires_grad=True)], **settings)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"optimizer {name!r}: {error}") from None
+
+
+def _setting_problem(default: Any, value: Any) -> str:
+    """What ``value`` should be, judged by the optimizer default it replaces ("" if fine)."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    if isinstance(default, bool) or default is None:
+        return "" if isinstance(value, bool) or value is None else "true or false"
+    if isinstance(default, int | float):
+        return "" if number(value) else "a finite number" + _number_hint(value)
+    if isinstance(default, tuple):
+        fits = isinstance(value, list | tuple) and len(value) == len(default)
+        return "" if fits and all(map(number, value)) else f"{len(default)} finite numbers"
+    return ""
 
 
 @torch.no_grad()
@@ -103,7 +161,8 @@ def fit(
     seed: int = 0,
     validate: Callable[[nn.Module], dict[str, float]] | None = None,
     checkpoint: str | Path | None = None,
-    progress: bool | str = False,
+    progress: bool = False,
+    name: str = "model",
 ) -> list[dict[str, float]]:
     """Train ``method`` in place for ``epochs`` epochs and return one metrics dict per epoch.
 
@@ -121,11 +180,16 @@ def fit(
         checkpoint: file written (atomically) after every epoch with the method, optimizer,
             random states and metrics so far; if it exists, training resumes from it and gives
             the same result as an uninterrupted run.
-        progress: show a progress bar (a string is used as its label).
+        progress: show a progress bar, labelled ``name``.
+        name: the model in messages, e.g. ``"student of arm 'noise', seed 1"``.
 
     Returns:
         ``[{"epoch": 1, "train_loss": ..., "train_<name>": ..., **validate(method)}, ...]`` for
         every epoch so far: the summed loss and each named loss, means over the epoch's rows.
+
+    Raises:
+        TrainingDiverged: an epoch's loss or ``validate`` metric is not finite, or its loss is
+            over `DIVERGENCE_FACTOR` times the first step's; that epoch is not checkpointed.
     """
     columns = train.columns() if isinstance(train, ArrayData) else Columns(train)
     missing = [name for name in method.columns if name not in columns]
@@ -143,19 +207,20 @@ def fit(
     history: list[dict[str, float]] = []
 
     path = None if checkpoint is None else Path(checkpoint)
-    if path is not None and path.exists():
-        state = torch.load(path, weights_only=False)
+    state = None if path is None else read_rebuildable(path, _read_checkpoint)
+    first_loss = None
+    if state is not None:
         method.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         order.set_state(state["order"])
         torch.set_rng_state(state["torch_rng"])
-        history = state["history"]
+        history, first_loss = state["history"], state["first_loss"]
 
     with flush_denormals():
         bar = tqdm(
             total=epochs,
             initial=len(history),
-            desc=progress if isinstance(progress, str) else None,
+            desc=name,
             disable=None if progress else True,
             leave=False,
         )
@@ -171,11 +236,14 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                for name, value in (("loss", loss), *losses.items()):
-                    totals[name] = totals.get(name, 0.0) + value.detach() * len(index)
+                if first_loss is None:
+                    first_loss = float(loss.detach())
+                for key, value in (("loss", loss), *losses.items()):
+                    totals[key] = totals.get(key, 0.0) + value.detach() * len(index)
             metrics = {"epoch": epoch, **{f"train_{k}": float(v) / rows for k, v in totals.items()}}
             if validate is not None:
                 metrics |= validate(method)
+            _check_diverged(metrics, first_loss, name, epoch)
             history.append(metrics)
             if path is not None:
                 with atomic_path(path) as tmp:
@@ -186,6 +254,7 @@ def fit(
                             "order": order.get_state(),
                             "torch_rng": torch.get_rng_state(),
                             "history": history,
+                            "first_loss": first_loss,
                         },
                         tmp,
                     )
@@ -193,3 +262,39 @@ def fit(
             bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k != "epoch"})
         bar.close()
     return history
+
+
+def _number_hint(value: Any) -> str:
+    """How to write a number that YAML 1.1 read as text (``1e-3``, ``1.0e6``)."""
+    try:
+        number = float(value) if isinstance(value, str) else None
+    except ValueError:
+        number = None
+    return "" if number is None else f" (YAML reads {value} as text: write {number!r})"
+
+
+def _read_checkpoint(path: Path) -> dict:
+    state = torch.load(path, weights_only=False)
+    keys = {"model", "optimizer", "order", "torch_rng", "history", "first_loss"}
+    if not isinstance(state, dict) or set(state) != keys:
+        raise ValueError(f"not a checkpoint of fit (expected the entries {', '.join(keys)})")
+    return state
+
+
+def _check_diverged(
+    metrics: dict[str, float], first_loss: float | None, name: str, epoch: int
+) -> None:
+    """Raise `TrainingDiverged` for a non-finite metric or an exploded ``train_loss``."""
+    for key, value in metrics.items():
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"{name}: training diverged at epoch {epoch}: {key} is {value}; nothing of this "
+                "epoch was kept (lower the learning rate, or check the data and teacher outputs)"
+            )
+    limit = DIVERGENCE_FACTOR * max(first_loss or 0.0, 1.0)
+    if metrics["train_loss"] > limit:
+        raise TrainingDiverged(
+            f"{name}: training diverged at epoch {epoch}: train_loss is "
+            f"{metrics['train_loss']:.4g}, over {DIVERGENCE_FACTOR:g} times its first step's "
+            f"{first_loss:.4g}; nothing of this epoch was kept (lower the learning rate)"
+        )
