@@ -73,11 +73,10 @@ def informative_teacher(clean: np.ndarray) -> np.ndarray:
 
 
 def one_label_per_class(y: np.ndarray) -> np.ndarray:
-    """``y`` with only the first row of each given label kept, the others −1 (unlabelled)."""
-    kept = np.full_like(y, -1)
-    first = [int(np.flatnonzero(y == n)[0]) for n in range(N_CLASSES)]
-    kept[first] = y[first]
-    return kept
+    """The ``unlabelled`` mask (L,) that keeps only the first row of each label labelled."""
+    unlabelled = np.ones(len(y), bool)
+    unlabelled[[int(np.flatnonzero(y == n)[0]) for n in range(N_CLASSES)]] = False
+    return unlabelled
 
 
 def refit_loo(
@@ -110,9 +109,10 @@ def refit_loo(
 def loo_problem(x: np.ndarray, y: np.ndarray, soft: np.ndarray, dual: bool) -> _LooProblem:
     """The library's LOO problem, with its factorisation for the simplex (every row labelled)."""
     feats = np.hstack([x, np.ones((len(x), 1))])
+    labelled = np.ones(len(y), bool)
     if dual:
-        return _LooProblem(soft, y, C, kernel=feats @ feats.T)
-    return _LooProblem(soft, y, C, features=feats)
+        return _LooProblem(soft, y, labelled, C, kernel=feats @ feats.T)
+    return _LooProblem(soft, y, labelled, C, features=feats)
 
 
 def timed(fn, *args, **kwargs):
@@ -123,7 +123,8 @@ def timed(fn, *args, **kwargs):
 
 def loo_section(checks: list[tuple[str, str, bool]]) -> None:
     x, y, clean = blobs(LOO_ROWS, LOO_DIM, SEED)
-    soft, mask = soft_label_tensor(y, informative_teacher(clean)[:, None, :], N_CLASSES)
+    labelled = np.ones(len(y), bool)
+    soft, mask = soft_label_tensor(y, labelled, informative_teacher(clean)[:, None, :], N_CLASSES)
     rng = np.random.default_rng(SEED + 1)
     others = [np.array([k / 10, 1 - k / 10]) for k in range(11)]
     print(f"1. closed-form LOO vs explicit refits, L = {LOO_ROWS}, d = {LOO_DIM}, one teacher")
@@ -159,7 +160,7 @@ def lambda_section(checks: list[tuple[str, str, bool]]) -> None:
         informative_teacher((clean + 1) % N_CLASSES),
         np.random.default_rng(SEED + 5).dirichlet(np.ones(N_CLASSES), size=LOO_ROWS),
     ]
-    labellings = {"all": y, "1/class": one_label_per_class(y)}
+    labellings = {"all": None, "1/class": one_label_per_class(y)}
     print(f"\n2. λ by gradient vs the 11-point grid, L = {LOO_ROWS}, d = {LOO_DIM} (median of 3)")
     print(
         f"   {'M':>1} {'labelled':<8} {'solver':<6} {'grid pts':>8} {'grad s':>7} {'grid s':>7} "
@@ -167,12 +168,15 @@ def lambda_section(checks: list[tuple[str, str, bool]]) -> None:
     )
     lambdas = []
     for n_sources in SEARCH_SOURCES:
-        for labelling, labels in labellings.items():
+        for labelling, unlabelled in labellings.items():
             for solver in ("primal", "dual"):
                 fits = {}
                 for search in ("gradient", "grid"):
                     clf = GDDAClassifier(C=C, lambda_search=search, solver=solver)
-                    runs = [timed(clf.fit, x, labels, teachers[: n_sources - 1]) for _ in range(3)]
+                    runs = [
+                        timed(clf.fit, x, y, teachers[: n_sources - 1], unlabelled=unlabelled)
+                        for _ in range(3)
+                    ]
                     fits[search] = (float(np.median([r[0] for r in runs])), runs[0][1])
                 (t_grad, grad), (t_grid, grid) = fits["gradient"], fits["grid"]
                 ratio, gap = t_grid / t_grad, grad.loo_loss_ - grid.loo_loss_

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import softmax
+from sklearn.base import clone
 from sklearn.metrics.pairwise import rbf_kernel
-from sklearn.model_selection import GridSearchCV
+from sklearn.model_selection import GridSearchCV, KFold, cross_validate
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import check_estimator
@@ -23,14 +25,16 @@ C = 0.7
 
 
 def tiny_problem(teachers: int, unlabelled: int, seed: int = 0, n: int = 9, d: int = 3):
-    """Random X (n, d), class indices with ``unlabelled`` rows set to −1, S and its mask."""
+    """Random X (n, d), class indices, the labelled rows (all but ``unlabelled`` of them), S and
+    its mask."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, d))
     y = np.arange(n) % 3
-    y[rng.permutation(n)[:unlabelled]] = -1
+    labelled = np.ones(n, dtype=bool)
+    labelled[rng.permutation(n)[:unlabelled]] = False
     probas = rng.dirichlet(np.ones(3), size=(n, teachers))
-    soft, mask = soft_label_tensor(y, probas, 3)
-    return x, y, soft, mask
+    soft, mask = soft_label_tensor(y, labelled, probas, 3)
+    return x, y, labelled, soft, mask
 
 
 def kernel_of(x: np.ndarray, a: np.ndarray, kind: str) -> np.ndarray:
@@ -38,11 +42,11 @@ def kernel_of(x: np.ndarray, a: np.ndarray, kind: str) -> np.ndarray:
     return (x @ a.T if kind == "linear" else rbf_kernel(x, a, gamma=0.4)) + 1.0
 
 
-def problem_of(x, y, soft, kind: str, loss: str = "log") -> _LooProblem:
+def problem_of(x, y, labelled, soft, kind: str, loss: str = "log") -> _LooProblem:
     if kind == "primal":
         features = np.hstack([x, np.ones((len(x), 1))])
-        return _LooProblem(soft, y, C, features=features, loss=loss)
-    return _LooProblem(soft, y, C, kernel=kernel_of(x, x, kind), loss=loss)
+        return _LooProblem(soft, y, labelled, C, features=features, loss=loss)
+    return _LooProblem(soft, y, labelled, C, kernel=kernel_of(x, x, kind), loss=loss)
 
 
 def refit_without(x, soft, mask, lam, i: int, kind: str) -> np.ndarray:
@@ -61,18 +65,18 @@ def refit_without(x, soft, mask, lam, i: int, kind: str) -> np.ndarray:
 def test_closed_form_loo_equals_explicit_refits(kind: str, teachers: int, unlabelled: int) -> None:
     """Both closed forms: the fit's on every active row, the λ search's on the labelled rows only
     (with 6 unlabelled rows the linear K_uu is singular: rank d + 1 = 4)."""
-    x, y, soft, mask = tiny_problem(teachers, unlabelled)
+    x, y, labelled, soft, mask = tiny_problem(teachers, unlabelled)
     lam = np.array([0.5, 0.3, 0.2])[: teachers + 1]
     lam = lam / lam.sum()
-    problem = problem_of(x, y, soft, kind)
+    problem = problem_of(x, y, labelled, soft, kind)
     sol = problem.solve(lam)
     active = np.flatnonzero(sol.active)
     assert len(active) == (len(x) - unlabelled if teachers == 0 else len(x))
     refits = np.stack([refit_without(x, soft, mask, lam, i, kind) for i in active])
     np.testing.assert_allclose(sol.loo, refits, rtol=0, atol=1e-8)
-    labelled = y[active] >= 0
-    np.testing.assert_allclose(problem.loo(lam), refits[labelled], rtol=0, atol=1e-8)
-    np.testing.assert_allclose(problem.loo(lam), sol.loo[labelled], rtol=0, atol=1e-10)
+    kept = labelled[active]
+    np.testing.assert_allclose(problem.loo(lam), refits[kept], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(problem.loo(lam), sol.loo[kept], rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("kind", ["linear", "rbf", "primal"])
@@ -82,8 +86,8 @@ def test_the_search_factorises_once_per_lambda0(kind: str) -> None:
     linear in λ; with unlabelled rows each of the 11 values of λ_0 needs its own."""
     grid = simplex_grid(3)
     for unlabelled, factorisations in ((0, 1), (4, 11)):
-        x, y, soft, _ = tiny_problem(2, unlabelled, seed=4, n=12)
-        problem = problem_of(x, y, soft, kind)
+        x, y, labelled, soft, _ = tiny_problem(2, unlabelled, seed=4, n=12)
+        problem = problem_of(x, y, labelled, soft, kind)
         loo = np.stack([problem.loo(lam) for lam in grid])  # (66, B, N)
         assert problem._basis.cache_info().misses == factorisations
         vertices = [problem.loo(lam) for lam in np.eye(3)]
@@ -92,10 +96,10 @@ def test_the_search_factorises_once_per_lambda0(kind: str) -> None:
 
 
 def test_primal_and_dual_agree_on_a_tall_problem() -> None:
-    x, y, soft, mask = tiny_problem(2, 4, seed=3, n=30, d=4)
+    x, y, labelled, soft, _ = tiny_problem(2, 4, seed=3, n=30, d=4)
     lam = np.array([0.2, 0.5, 0.3])
-    primal = problem_of(x, y, soft, "primal").value_and_grad(lam)
-    dual = problem_of(x, y, soft, "linear").value_and_grad(lam)
+    primal = problem_of(x, y, labelled, soft, "primal").value_and_grad(lam)
+    dual = problem_of(x, y, labelled, soft, "linear").value_and_grad(lam)
     np.testing.assert_allclose(primal[0], dual[0], rtol=1e-10)
     np.testing.assert_allclose(primal[1], dual[1], rtol=1e-8)
 
@@ -103,10 +107,9 @@ def test_primal_and_dual_agree_on_a_tall_problem() -> None:
 @pytest.mark.parametrize("unlabelled", [0, 5])
 def test_estimator_primal_and_dual_solvers_agree(unlabelled: int) -> None:
     x, y, teachers = teacher_problem(seed=1)
-    y = y.copy()
-    y[:unlabelled] = -1
-    primal = GDDAClassifier(solver="primal").fit(x, y, teachers)
-    dual = GDDAClassifier(solver="dual").fit(x, y, teachers)
+    mask = np.arange(len(y)) < unlabelled
+    primal = GDDAClassifier(solver="primal").fit(x, y, teachers, unlabelled=mask)
+    dual = GDDAClassifier(solver="dual").fit(x, y, teachers, unlabelled=mask)
     np.testing.assert_allclose(primal.lambda_, dual.lambda_, atol=1e-8)
     np.testing.assert_allclose(primal.coef_, dual.coef_, atol=1e-8)
     np.testing.assert_allclose(primal.intercept_, dual.intercept_, atol=1e-8)
@@ -126,8 +129,8 @@ def finite_difference(problem: _LooProblem, lam: np.ndarray, h: float = 1e-6) ->
 @pytest.mark.parametrize("loss", ["log", "hinge"])
 @pytest.mark.parametrize("unlabelled", [0, 3, 8])
 def test_lambda_gradient_matches_finite_differences(kind: str, loss: str, unlabelled: int) -> None:
-    x, y, soft, mask = tiny_problem(2, unlabelled, seed=1, n=12)
-    problem = problem_of(x, y, soft, kind, loss)
+    x, y, labelled, soft, _ = tiny_problem(2, unlabelled, seed=1, n=12)
+    problem = problem_of(x, y, labelled, soft, kind, loss)
     lam = np.array([0.45, 0.35, 0.2])
     value, grad = problem.value_and_grad(lam)
     assert value == pytest.approx(problem.value(lam))
@@ -137,9 +140,9 @@ def test_lambda_gradient_matches_finite_differences(kind: str, loss: str, unlabe
 
 def test_gradient_is_the_papers_eq9_up_to_a_common_term() -> None:
     """All rows labelled: ∂L/∂λ_j − Σ_{i,n} μ_ijn (P_in − Y_in)/L is the same for every j."""
-    x, y, soft, mask = tiny_problem(2, 0, seed=2, n=10)
+    x, y, labelled, soft, _ = tiny_problem(2, 0, seed=2, n=10)
     lam = np.array([0.3, 0.3, 0.4])
-    _, grad = problem_of(x, y, soft, "rbf").value_and_grad(lam)
+    _, grad = problem_of(x, y, labelled, soft, "rbf").value_and_grad(lam)
     g = np.linalg.inv(kernel_of(x, x, "rbf") + np.eye(len(x)) / (2 * C))
     mu = soft - np.einsum("ik,kjn->ijn", g, soft) / np.diag(g)[:, None, None]  # (L, M, N)
     loo = np.einsum("ijn,j->in", mu, lam)
@@ -176,9 +179,9 @@ def teacher_problem(seed: int = 0, n: int = 45):
 @pytest.mark.parametrize("loss", ["log", "hinge"])
 def test_lambda_stays_on_the_simplex(search: str, loss: str) -> None:
     x, y, teachers = teacher_problem()
-    y = y.copy()
-    y[::4] = -1
-    clf = GDDAClassifier(C=0.5, lambda_search=search, loss=loss).fit(x, y, teachers)
+    mask = np.arange(len(y)) % 4 == 0
+    clf = GDDAClassifier(C=0.5, lambda_search=search, loss=loss)
+    clf.fit(x, y, teachers, unlabelled=mask)
     assert clf.lambda_.shape == (3,)
     assert np.all(clf.lambda_ >= 0)
     assert clf.lambda_.sum() == pytest.approx(1.0, abs=1e-12)
@@ -214,16 +217,7 @@ def test_without_teachers_is_a_plain_ls_svm() -> None:
 
 
 def test_check_estimator() -> None:
-    check_estimator(
-        GDDAClassifier(),
-        expected_failed_checks={
-            # This check fits binary labels [-1, 1]; -1 is scikit-learn's own marker for an
-            # unlabelled row, which this semi-supervised estimator honours (scikit-learn exempts
-            # LabelSpreading, LabelPropagation and SelfTrainingClassifier by name for the same
-            # reason, in _choose_check_classifiers_labels).
-            "check_classifiers_classes": "y = -1 marks an unlabelled row",
-        },
-    )
+    check_estimator(GDDAClassifier())
 
 
 def test_pipeline_and_grid_search_with_teachers() -> None:
@@ -246,8 +240,8 @@ def test_teacher_shapes_are_checked() -> None:
         GDDAClassifier().fit(x, y, [teachers[0][:, :2]])
     one = GDDAClassifier().fit(x, y, teachers[1])
     np.testing.assert_array_equal(one.lambda_, GDDAClassifier().fit(x, y, [teachers[1]]).lambda_)
-    with pytest.raises(ValueError, match="no labelled"):
-        GDDAClassifier().fit(x, np.full(len(y), -1), teachers)
+    with pytest.raises(ValueError, match="unlabelled marks all 45 rows"):
+        GDDAClassifier().fit(x, y, teachers, unlabelled=np.ones(len(y), dtype=bool))
 
 
 def test_unlabelled_rows_with_a_correct_teacher_improve_accuracy() -> None:
@@ -264,10 +258,12 @@ def test_unlabelled_rows_with_a_correct_teacher_improve_accuracy() -> None:
         return 0.05 + 0.9 * np.eye(2)[(x[:, 0] > 0).astype(int)]
 
     x_all = np.vstack([x_lab, x_unl])
-    y_all = np.concatenate([y_lab, np.full(200, -1)])
+    y_all = np.concatenate([y_lab, np.zeros(200, dtype=int)])  # ignored where unlabelled
+    unlabelled = np.arange(len(y_all)) >= len(y_lab)
     for loss in ("log", "hinge"):
         alone = GDDAClassifier(C=0.1, loss=loss).fit(x_lab, y_lab, [teacher(x_lab)])
-        semi = GDDAClassifier(C=0.1, loss=loss).fit(x_all, y_all, [teacher(x_all)])
+        semi = GDDAClassifier(C=0.1, loss=loss)
+        semi.fit(x_all, y_all, [teacher(x_all)], unlabelled=unlabelled)
         assert semi.lambda_[1] > 0.5
         assert semi.loo_loss_ < alone.loo_loss_
         assert not np.allclose(semi.coef_, alone.coef_)
@@ -304,13 +300,157 @@ def test_the_search_starts_at_the_best_vertex_when_it_beats_the_uniform_start() 
     x = rng.normal(size=(40, 5))
     y = rng.integers(0, 3, 40)
     x[np.arange(40), y] += 1.5
-    y_semi = np.full(40, -1)
     labelled = np.concatenate([rng.choice(np.flatnonzero(y == c), 1) for c in range(3)])
-    y_semi[labelled] = y[labelled]
+    unlabelled = np.ones(40, dtype=bool)
+    unlabelled[labelled] = False
     wrong = [np.eye(3)[(y + 1) % 3] * 0.85 + 0.05]
-    learned = GDDAClassifier().fit(x, y_semi, wrong)
-    labels_only = GDDAClassifier(lambda_search=[1.0, 0.0]).fit(x, y_semi, wrong)
-    trusting = GDDAClassifier(lambda_search=[0.0, 1.0]).fit(x, y_semi, wrong)
+    learned = GDDAClassifier().fit(x, y, wrong, unlabelled=unlabelled)
+    labels_only = GDDAClassifier(lambda_search=[1.0, 0.0]).fit(x, y, wrong, unlabelled=unlabelled)
+    trusting = GDDAClassifier(lambda_search=[0.0, 1.0]).fit(x, y, wrong, unlabelled=unlabelled)
     assert labels_only.loo_loss_ < trusting.loo_loss_ - 0.1
     np.testing.assert_allclose(learned.lambda_, [1.0, 0.0])
     assert learned.loo_loss_ == pytest.approx(labels_only.loo_loss_, abs=1e-12)
+
+
+def test_minus_one_and_plus_one_are_two_classes() -> None:
+    """−1 is an ordinary label: y ∈ {−1, +1} is a binary problem, with or without teachers."""
+    x, y, teachers = teacher_problem()
+    clean = np.arange(len(y)) % 3
+    signs = np.where(clean == 0, -1, 1)
+    teacher = np.stack([teachers[1][:, 0], teachers[1][:, 1:].sum(axis=1)], axis=1)  # (L, 2)
+    for probas in (None, [teacher]):
+        clf = GDDAClassifier().fit(x, signs, probas)
+        np.testing.assert_array_equal(clf.classes_, [-1, 1])
+        assert clf.lambda_.shape == (1 if probas is None else 2,)
+        assert clf.score(x, signs) > 0.8  # chance: 2/3
+        np.testing.assert_array_equal(clf.predict(x), np.where(clf.decision_function(x) > 0, 1, -1))
+
+
+def test_labels_of_unlabelled_rows_are_ignored() -> None:
+    x, y, teachers = teacher_problem()
+    unlabelled = np.arange(len(y)) % 3 == 1
+    reference = GDDAClassifier().fit(x, y, teachers, unlabelled=unlabelled)
+    garbage = np.where(unlabelled, np.nan, y)  # NaN, or a label outside classes_, is not read
+    for y_unl in (garbage, np.where(unlabelled, 99, y)):
+        clf = GDDAClassifier().fit(x, y_unl, teachers, unlabelled=unlabelled)
+        np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
+        np.testing.assert_array_equal(clf.lambda_, reference.lambda_)
+        np.testing.assert_array_equal(clf.coef_, reference.coef_)
+    # the mask matters: the same rows labelled give another fit
+    assert not np.allclose(GDDAClassifier().fit(x, y, teachers).coef_, reference.coef_)
+
+
+def test_one_labelled_class_needs_classes_and_teachers() -> None:
+    """Only class 0 is labelled: refused without ``classes`` or without teachers; with both, the
+    teachers teach classes 1 and 2, which the student then predicts."""
+    x, _, teachers = teacher_problem()
+    clean = np.arange(len(x)) % 3
+    unlabelled = clean != 0
+    with pytest.raises(ValueError, match=r"y holds one class \(0\) .* give classes"):
+        GDDAClassifier().fit(x, clean, teachers, unlabelled=unlabelled)
+    with pytest.raises(ValueError, match=r"one class \(0\) .* no teacher_probas teach the others"):
+        GDDAClassifier(classes=[0, 1, 2]).fit(x, clean, unlabelled=unlabelled)
+    clf = GDDAClassifier(classes=[0, 1, 2], lambda_search=[0.3, 0.0, 0.7])
+    clf.fit(x, clean, teachers, unlabelled=unlabelled)
+    np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
+    assert clf.predict_proba(x).shape == (len(x), 3)
+    assert np.mean(clf.predict(x)[unlabelled] == clean[unlabelled]) > 0.8  # no label: 0
+    searched = GDDAClassifier(classes=[0, 1, 2]).fit(x, clean, teachers, unlabelled=unlabelled)
+    np.testing.assert_array_equal(searched.classes_, [0, 1, 2])
+
+
+def test_a_class_without_labelled_rows_is_taught_by_the_teachers_in_the_order_of_classes() -> None:
+    x, _, teachers = teacher_problem()
+    clean = np.arange(len(x)) % 3
+    unlabelled = clean == 2
+    settings = {"lambda_search": [0.3, 0.0, 0.7]}
+    clf = GDDAClassifier(classes=[0, 1, 2], **settings)
+    clf.fit(x, clean, teachers, unlabelled=unlabelled)
+    assert np.mean(clf.predict(x)[unlabelled] == 2) > 0.8
+    # classes in another order, the teachers' columns following it: the same classifier
+    order = [2, 0, 1]
+    shuffled = GDDAClassifier(classes=order, **settings)
+    shuffled.fit(x, clean, [t[:, order] for t in teachers], unlabelled=unlabelled)
+    np.testing.assert_array_equal(shuffled.classes_, order)
+    np.testing.assert_array_equal(shuffled.predict(x), clf.predict(x))
+    np.testing.assert_allclose(shuffled.predict_proba(x), clf.predict_proba(x)[:, order])
+
+
+def test_classes_and_the_unlabelled_mask_are_checked() -> None:
+    x, y, teachers = teacher_problem()
+    with pytest.raises(ValueError, match=r"classes must list at least 2 distinct labels"):
+        GDDAClassifier(classes=[0, 1, 1, 2]).fit(x, y, teachers)
+    with pytest.raises(ValueError, match=r"classes must list at least 2 distinct labels"):
+        GDDAClassifier(classes=[0]).fit(x, y, teachers)
+    with pytest.raises(ValueError, match=r"labels \[2\] on its labelled rows that are not in"):
+        GDDAClassifier(classes=[0, 1]).fit(x, y, teachers)
+    with pytest.raises(ValueError, match=r"have 3 columns, expected 4: one per class"):
+        GDDAClassifier(classes=[0, 1, 2, 3]).fit(x, y, teachers)
+    with pytest.raises(ValueError, match=r"unlabelled must be a boolean mask .* dtype int64"):
+        GDDAClassifier().fit(x, y, teachers, unlabelled=(y == 0).astype(np.int64))
+    with pytest.raises(ValueError, match=r"unlabelled must be a boolean mask of shape \(45,\)"):
+        GDDAClassifier().fit(x, y, teachers, unlabelled=np.zeros(44, dtype=bool))
+    with pytest.raises(ValueError, match="teacher_outputs must be one of"):
+        GDDAClassifier(teacher_outputs="probas").fit(x, y, teachers)
+
+
+@pytest.mark.parametrize(
+    "row,message",
+    [
+        ([-0.2, 0.6, 0.6], r"row 7 holds -0.2, expected probabilities >= 0"),
+        ([np.nan, 0.5, 0.5], r"row 7 holds NaN or infinity"),
+        ([np.inf, 0.0, 0.0], r"row 7 holds NaN or infinity"),
+        ([0.5, 0.3, 0.1], r"row 7 sums to 0.9, expected 1 \(within 0.0001\)"),
+    ],
+)
+def test_teacher_probabilities_are_checked(row: list[float], message: str) -> None:
+    x, y, teachers = teacher_problem()
+    bad = teachers[1].copy()
+    bad[7] = row
+    for given in ([teachers[0], bad], np.stack([teachers[0], bad], axis=1)):
+        with pytest.raises(ValueError, match=r"teacher_probas: teacher 1 .*" + message):
+            GDDAClassifier().fit(x, y, given)
+    bad[7] = teachers[1][7] + [5e-5, 0, 0]  # within the tolerance
+    GDDAClassifier().fit(x, y, [teachers[0], bad])
+
+
+def test_logits_give_the_fit_of_their_softmax() -> None:
+    x, y, _ = teacher_problem()
+    rng = np.random.default_rng(3)
+    logits = 3 * rng.normal(size=(len(x), 2, 3)) + 4 * np.eye(3)[np.arange(len(x)) % 3][:, None]
+    unlabelled = np.arange(len(x)) % 2 == 0
+    with pytest.raises(ValueError, match="give teacher_outputs='logits'"):
+        GDDAClassifier().fit(x, y, logits, unlabelled=unlabelled)
+    from_logits = GDDAClassifier(teacher_outputs="logits").fit(x, y, logits, unlabelled=unlabelled)
+    from_probas = GDDAClassifier().fit(x, y, softmax(logits, axis=2), unlabelled=unlabelled)
+    assert from_logits.n_iter_ > 1
+    np.testing.assert_array_equal(from_logits.lambda_, from_probas.lambda_)
+    np.testing.assert_array_equal(from_logits.coef_, from_probas.coef_)
+    assert from_logits.loo_loss_ == from_probas.loo_loss_
+
+
+def test_the_unlabelled_mask_routes_through_pipeline_cross_validation_and_grid_search() -> None:
+    """y holds 99, no class, on the unlabelled rows: any fit that missed its slice of the mask
+    would refuse it; each fold's fit is the fit on its training rows."""
+    x, y, teachers = teacher_problem(n=48)
+    stacked = np.stack(teachers, axis=1)
+    unlabelled = np.arange(len(y)) % 2 == 1
+    y_semi = np.where(unlabelled, 99, y)
+    pipe = Pipeline([("scale", StandardScaler()), ("clf", GDDAClassifier(classes=[0, 1, 2]))])
+    params = {"clf__teacher_probas": stacked, "clf__unlabelled": unlabelled}
+    folds = KFold(3)
+    cv = cross_validate(pipe, x, y_semi, cv=folds, params=params, return_estimator=True)
+    for (train, _), fitted in zip(folds.split(x), cv["estimator"], strict=True):
+        alone = clone(pipe).fit(
+            x[train],
+            y_semi[train],
+            clf__teacher_probas=stacked[train],
+            clf__unlabelled=unlabelled[train],
+        )
+        np.testing.assert_array_equal(fitted[-1].lambda_, alone[-1].lambda_)
+        np.testing.assert_array_equal(fitted[-1].coef_, alone[-1].coef_)
+    search = GridSearchCV(pipe, {"clf__C": [0.1, 1.0]}, cv=folds).fit(x, y_semi, **params)
+    best = clone(pipe).set_params(**search.best_params_).fit(x, y_semi, **params)
+    np.testing.assert_array_equal(search.best_estimator_[-1].coef_, best[-1].coef_)
+    with pytest.raises(ValueError, match=r"labels \[99\]"):  # the fits above needed the mask
+        clone(pipe).fit(x, y_semi, clf__teacher_probas=stacked)

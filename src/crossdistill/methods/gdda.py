@@ -6,8 +6,9 @@ soft-label tensor ``S`` (L, M, N): source ``j = 0`` is the one-hot true label, s
 
     ½‖w_n‖² + C Σ_{i,j} λ_j m_ij (s_ijn − f_n(x_i))²,      λ on the simplex,
 
-where ``m_ij ∈ {0, 1}`` masks missing soft labels: ``m_i0 = 0`` on unlabelled rows (``y_i = −1``),
-every other ``m_ij = 1``.  Completing the square, the sum over sources is one weighted regression
+where ``m_ij ∈ {0, 1}`` masks missing soft labels: ``m_i0 = 0`` on the rows that ``fit`` is told
+are unlabelled, every other ``m_ij = 1``.  Completing the square, the sum over sources is one
+weighted regression
 
     ω_i = Σ_j λ_j m_ij,     t_in = Σ_j λ_j m_ij s_ijn / ω_i,     loss C Σ_i ω_i (t_in − f_n(x_i))²,
 
@@ -59,10 +60,17 @@ from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    check_array,
+    check_consistent_length,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
 
-UNLABELLED = -1
 _EPS_WEIGHT = 1e-12
+_SUM_TOLERANCE = 1e-4
+"""How far from 1 a row of teacher probabilities may sum (float32 softmax outputs are ~1e-6 off)."""
 
 
 def project_simplex(v: np.ndarray) -> np.ndarray:
@@ -85,17 +93,18 @@ def simplex_grid(n_sources: int, steps: int = 10) -> np.ndarray:
 
 
 def soft_label_tensor(
-    y_index: np.ndarray, teachers: np.ndarray, n_classes: int
+    y_index: np.ndarray, labelled: np.ndarray, teachers: np.ndarray, n_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The soft labels ``S`` (L, M, N) and their mask ``m`` (L, M).
 
-    ``y_index`` (L,) holds class indices with −1 for unlabelled rows; ``teachers`` (L, M−1, N).
-    ``S[:, 0]`` is one-hot on labelled rows and zero (masked out) on unlabelled ones.
+    ``y_index`` (L,) holds class indices, read on the ``labelled`` (L,) bool rows only;
+    ``teachers`` (L, M−1, N). ``S[:, 0]`` is one-hot on labelled rows and zero (masked out) on
+    unlabelled ones.
     """
-    n_rows = y_index.shape[0]
-    labelled = y_index >= 0
+    n_rows = labelled.shape[0]
     truth = np.zeros((n_rows, 1, n_classes))
-    truth[np.flatnonzero(labelled), 0, y_index[labelled]] = 1.0
+    rows = np.flatnonzero(labelled)
+    truth[rows, 0, y_index[rows]] = 1.0
     soft = np.concatenate([truth, teachers], axis=1)
     mask = np.ones(soft.shape[:2])
     mask[:, 0] = labelled
@@ -237,14 +246,15 @@ class _LooProblem:
     """The LOO loss of the GDDA LS-SVM as a function of λ, with its analytic gradient.
 
     ``soft`` (L, M, N) from :func:`soft_label_tensor` (zero where masked), ``y_index`` (L,) class
-    indices with −1 on unlabelled rows, ``c`` the regularisation C; ``features`` (L, p) with the
-    bias column appended (primal) or the kernel (L, L) (dual).
+    indices read on the ``labelled`` (L,) bool rows, ``c`` the regularisation C; ``features``
+    (L, p) with the bias column appended (primal) or the kernel (L, L) (dual).
     """
 
     def __init__(
         self,
         soft: np.ndarray,
         y_index: np.ndarray,
+        labelled: np.ndarray,
         c: float,
         *,
         kernel: np.ndarray | None = None,
@@ -253,7 +263,6 @@ class _LooProblem:
     ) -> None:
         self.soft, self.loss = soft, loss
         n_sources = soft.shape[1]
-        labelled = y_index >= 0
         self.labels = y_index[labelled]
         self.soft_l = soft[labelled].reshape(labelled.sum(), -1)  # (B, M·N)
         self.mask = np.ones(soft.shape[:2])
@@ -339,8 +348,8 @@ class _LooProblem:
 
 
 def _as_teacher_array(teacher_probas: Any, n_rows: int) -> np.ndarray:
-    """Teachers' probabilities as (L, M−1, N), from a list of (L, N) arrays or an (L, M−1, N)
-    array (the array form is what cross-validation can slice by rows)."""
+    """Teachers' outputs as (L, M−1, N), from a list of (L, N) arrays or an (L, M−1, N)
+    array (the array form is what cross-validation can slice by rows); (L, 0, 0) for None."""
     if teacher_probas is None:
         return np.zeros((n_rows, 0, 0))
     if isinstance(teacher_probas, np.ndarray) and teacher_probas.ndim in (2, 3):
@@ -349,7 +358,10 @@ def _as_teacher_array(teacher_probas: Any, n_rows: int) -> np.ndarray:
     elif isinstance(teacher_probas, Sequence | np.ndarray):
         parts = [np.asarray(p, dtype=np.float64) for p in teacher_probas]
         if any(p.ndim != 2 for p in parts):
-            raise ValueError("teacher_probas must be a list of (n_samples, n_classes) arrays")
+            raise ValueError(
+                "teacher_probas must be a list of (n_samples, n_classes) arrays, got arrays of "
+                f"shapes {[p.shape for p in parts]}"
+            )
         arr = np.stack(parts, axis=1) if parts else np.zeros((n_rows, 0, 0))
     else:
         raise TypeError(f"teacher_probas must be a list of arrays, got {type(teacher_probas)}")
@@ -357,9 +369,55 @@ def _as_teacher_array(teacher_probas: Any, n_rows: int) -> np.ndarray:
         raise ValueError(
             f"teacher_probas has {arr.shape[0]} rows, X has {n_rows} (they must match)"
         )
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("teacher_probas contains NaN or infinity")
     return arr
+
+
+def _first_bad_row(bad: np.ndarray) -> tuple[int, int, str, int]:
+    """Where ``bad`` (L, M−1) or (L, M−1, N) is first True: its row i and teacher j, the words
+    ``"teacher_probas: teacher j (counted from 0), row i"``, and how many rows are bad."""
+    row, teacher = (int(i) for i in np.argwhere(bad)[0][:2])
+    count = int(bad.reshape(len(bad), -1).any(axis=1).sum())
+    return row, teacher, f"teacher_probas: teacher {teacher} (counted from 0), row {row}", count
+
+
+def _teacher_distributions(teachers: np.ndarray, outputs: str) -> np.ndarray:
+    """The teachers' class probabilities (L, M−1, N) from their outputs ``teachers`` (L, M−1, N):
+    checked to be finite, then softmaxed (``outputs="logits"``) or checked to be distributions
+    (``"probabilities"``: non-negative, each row summing to 1 within 1e-4)."""
+    if not np.all(np.isfinite(teachers)):
+        _, _, where, count = _first_bad_row(~np.isfinite(teachers))
+        raise ValueError(f"{where} holds NaN or infinity ({count} row(s) in all)")
+    if outputs == "logits":
+        return softmax(teachers, axis=2)
+    hint = "; give teacher_outputs='logits' if these are logits"
+    if np.any(teachers < 0):
+        row, teacher, where, count = _first_bad_row(teachers < 0)
+        raise ValueError(
+            f"{where} holds {teachers[row, teacher].min():.6g}, expected probabilities >= 0 "
+            f"({count} row(s) in all){hint}"
+        )
+    sums = teachers.sum(axis=2)
+    off = np.abs(sums - 1.0) > _SUM_TOLERANCE
+    if off.any():
+        row, teacher, where, count = _first_bad_row(off)
+        raise ValueError(
+            f"{where} sums to {sums[row, teacher]:.6g}, expected 1 (within {_SUM_TOLERANCE:g}) "
+            f"({count} row(s) in all){hint}"
+        )
+    return teachers
+
+
+def _unlabelled_mask(unlabelled: Any, n_rows: int) -> np.ndarray:
+    """The ``unlabelled`` fit parameter as a bool array (L,); no row unlabelled for None."""
+    if unlabelled is None:
+        return np.zeros(n_rows, dtype=bool)
+    mask = np.asarray(unlabelled)
+    if mask.dtype != bool or mask.shape != (n_rows,):
+        raise ValueError(
+            f"unlabelled must be a boolean mask of shape ({n_rows},), one entry per row of X "
+            f"(True = unlabelled), got dtype {mask.dtype} and shape {mask.shape}"
+        )
+    return mask
 
 
 def _fixed_weights(weights: Any, n_sources: int) -> np.ndarray:
@@ -402,11 +460,20 @@ class GDDAClassifier(ClassifierMixin, BaseEstimator):
         Iterations of projected gradient descent.
     tol : float
         Stop when the λ step is shorter than ``tol`` (Euclidean norm).
+    classes : array-like (N,) or None
+        Every class label, distinct, in the order of the teachers' columns. A class may have no
+        labelled row: the teachers then teach it alone (without teachers, the labelled rows
+        must cover two classes at least). None: the sorted labels of the labelled rows, which
+        must be two at least.
+    teacher_outputs : {"probabilities", "logits"}
+        What ``fit``'s ``teacher_probas`` hold: class probabilities (finite, non-negative, each
+        row summing to 1 within 1e-4), or logits (finite), which are softmaxed over the classes.
 
     Attributes
     ----------
     classes_ : ndarray (N,)
-        Class labels of the labelled rows (``y != -1``), sorted; teachers' columns follow them.
+        The class labels: ``classes`` as given, or the sorted labels of the labelled rows; the
+        teachers' columns follow them.
     lambda_ : ndarray (M,)
         Source weights on the simplex; ``lambda_[0]`` is the true labels' weight.
     loo_loss_ : float
@@ -432,6 +499,8 @@ class GDDAClassifier(ClassifierMixin, BaseEstimator):
         solver: str = "auto",
         max_iter: int = 100,
         tol: float = 1e-6,
+        classes: Any = None,
+        teacher_outputs: str = "probabilities",
     ) -> None:
         self.C = C
         self.kernel = kernel
@@ -442,6 +511,8 @@ class GDDAClassifier(ClassifierMixin, BaseEstimator):
         self.solver = solver
         self.max_iter = max_iter
         self.tol = tol
+        self.classes = classes
+        self.teacher_outputs = teacher_outputs
 
     # -- helpers ---------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -449,6 +520,7 @@ class GDDAClassifier(ClassifierMixin, BaseEstimator):
             "kernel": ("linear", "rbf"),
             "loss": ("log", "hinge"),
             "solver": ("auto", "dual", "primal"),
+            "teacher_outputs": ("probabilities", "logits"),
         }
         if isinstance(self.lambda_search, str):
             choices["lambda_search"] = ("gradient", "grid")
@@ -468,7 +540,9 @@ class GDDAClassifier(ClassifierMixin, BaseEstimator):
     def _augment(self, x: np.ndarray) -> np.ndarray:
         return np.hstack([x, np.full((x.shape[0], 1), float(self.intercept_scaling))])
 
-    def _problem(self, x: np.ndarray, soft: np.ndarray, y_index: np.ndarray) -> _LooProblem:
+    def _problem(
+        self, x: np.ndarray, soft: np.ndarray, y_index: np.ndarray, labelled: np.ndarray
+    ) -> _LooProblem:
         if self.kernel == "rbf":
             var = x.var()
             self._gamma = (
@@ -480,8 +554,10 @@ class GDDAClassifier(ClassifierMixin, BaseEstimator):
             self.solver == "auto" and self.kernel == "linear" and x.shape[1] + 1 < x.shape[0]
         )
         if primal:
-            return _LooProblem(soft, y_index, self.C, features=self._augment(x), loss=self.loss)
-        return _LooProblem(soft, y_index, self.C, kernel=self._kernel(x, x), loss=self.loss)
+            features = self._augment(x)
+            return _LooProblem(soft, y_index, labelled, self.C, features=features, loss=self.loss)
+        kernel = self._kernel(x, x)
+        return _LooProblem(soft, y_index, labelled, self.C, kernel=kernel, loss=self.loss)
 
     def _search_lambda(self, problem: _LooProblem, n_sources: int) -> tuple[np.ndarray, int]:
         if not isinstance(self.lambda_search, str):
@@ -516,8 +592,54 @@ class GDDAClassifier(ClassifierMixin, BaseEstimator):
                 break
         return lam, n_iter
 
+    def _classes_and_index(
+        self, y: np.ndarray, labelled: np.ndarray, has_teachers: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``classes_`` (N,) and the class index (L,) of every labelled row (0 on the others),
+        from the labels ``y`` (L,), read on the ``labelled`` (L,) rows only."""
+        if not labelled.any():
+            raise ValueError(
+                f"unlabelled marks all {len(y)} rows; at least one row must be labelled "
+                "(λ minimises the leave-one-out loss over the labelled rows)"
+            )
+        labels = check_array(y[labelled], ensure_2d=False, dtype=None, input_name="y")
+        check_classification_targets(labels)
+        found = np.unique(labels)
+        if self.classes is None:
+            if found.size < 2:
+                raise ValueError(
+                    f"y holds one class ({found.tolist()[0]!r}) on its labelled rows, a "
+                    "classifier needs at least 2: give classes (every label, e.g. classes=[0, 1, "
+                    "2]) with teacher_probas, which teach the classes that have no labelled row"
+                )
+            classes = found
+        else:
+            classes = np.asarray(self.classes)
+            if classes.ndim != 1 or classes.size < 2 or np.unique(classes).size != classes.size:
+                raise ValueError(
+                    f"classes must list at least 2 distinct labels, got {self.classes!r}"
+                )
+            unknown = found[~np.isin(found, classes)]
+            if unknown.size:
+                raise ValueError(
+                    f"y holds labels {unknown.tolist()} on its labelled rows that are not in "
+                    f"classes {classes.tolist()}"
+                )
+            if found.size < 2 and not has_teachers:
+                raise ValueError(
+                    f"y holds one class ({found.tolist()[0]!r}) on its labelled rows and no "
+                    f"teacher_probas teach the others of classes {classes.tolist()}: give "
+                    "teacher_probas, or label rows of a second class"
+                )
+        order = np.argsort(classes, kind="stable")  # classes may come in any order
+        index = np.zeros(len(y), dtype=np.intp)
+        index[labelled] = order[np.searchsorted(classes, labels, sorter=order)]
+        return classes, index
+
     # -- estimator API -------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any, teacher_probas: Any = None) -> GDDAClassifier:
+    def fit(
+        self, X: Any, y: Any, teacher_probas: Any = None, unlabelled: Any = None
+    ) -> GDDAClassifier:
         """Fit the student and learn λ.
 
         Parameters
@@ -525,35 +647,44 @@ class GDDAClassifier(ClassifierMixin, BaseEstimator):
         X : array-like (L, d)
             Target-domain features.
         y : array-like (L,)
-            Labels; ``-1`` marks an unlabelled row (numeric labels only).
+            Class labels (any labels, −1 included); read on the labelled rows only.
         teacher_probas : list of M−1 arrays (L, N), or array (L, M−1, N), or None
-            Source teachers' probabilities over ``classes_`` (one (L, N) array = one teacher);
-            None fits a plain LS-SVM on the labelled rows. Give the (L, M−1, N) array to
-            ``GridSearchCV``/``cross_validate``, which slice fit parameters by rows.
+            Source teachers' outputs over ``classes_`` (one (L, N) array = one teacher):
+            probabilities, or logits with ``teacher_outputs="logits"``. None fits a plain LS-SVM
+            on the labelled rows. Give the (L, M−1, N) array to ``GridSearchCV``/
+            ``cross_validate``, which slice fit parameters by rows.
+        unlabelled : array-like of bool (L,), or None
+            True on the rows whose label is unknown: ``y`` is ignored there, and the row
+            contributes the teachers' soft labels only (nothing without teachers). None: every
+            row is labelled. Sliced by rows like ``teacher_probas``.
 
         Returns
         -------
         self
         """
         self._check_params()
-        X, y = validate_data(self, X, y, dtype=np.float64)
-        check_classification_targets(y)
-        unlabelled = (y == UNLABELLED) if y.dtype.kind in "iuf" else np.zeros(len(y), bool)
-        if unlabelled.all():
-            raise ValueError("y has no labelled row (every label is -1)")
-        self.classes_ = np.unique(y[~unlabelled])
-        n_classes = self.classes_.size
-        y_index = np.full(len(y), -1)
-        y_index[~unlabelled] = np.searchsorted(self.classes_, y[~unlabelled])
+        X = validate_data(self, X, dtype=np.float64)
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None"
+            )
+        y = column_or_1d(y, warn=True)
+        check_consistent_length(X, y)
+        labelled = ~_unlabelled_mask(unlabelled, X.shape[0])
         teachers = _as_teacher_array(teacher_probas, X.shape[0])
+        classes, y_index = self._classes_and_index(y, labelled, teachers.shape[1] > 0)
+        n_classes = classes.size
         if teachers.shape[1] == 0:
             teachers = np.zeros((X.shape[0], 0, n_classes))
         elif teachers.shape[2] != n_classes:
             raise ValueError(
-                f"teacher_probas have {teachers.shape[2]} columns, y has {n_classes} classes"
+                f"teacher_probas have {teachers.shape[2]} columns, expected {n_classes}: one per "
+                f"class of classes_ {classes.tolist()}"
             )
-        soft, _ = soft_label_tensor(y_index, teachers, n_classes)
-        problem = self._problem(X, soft, y_index)
+        teachers = _teacher_distributions(teachers, self.teacher_outputs)
+        self.classes_ = classes
+        soft, _ = soft_label_tensor(y_index, labelled, teachers, n_classes)
+        problem = self._problem(X, soft, y_index, labelled)
         self.lambda_, self.n_iter_ = self._search_lambda(problem, soft.shape[1])
         self.loo_loss_ = problem.value(self.lambda_)
         sol = problem.solve(self.lambda_)
