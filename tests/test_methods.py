@@ -107,7 +107,7 @@ def test_a_layer_the_teacher_lacks_is_named_before_anything_runs(tmp_path, capsy
     out = tmp_path / "run"
     assert main(["run", str(_write(tmp_path, config)), "--out", str(out), "--quiet"]) == 2
     error = capsys.readouterr().err
-    assert "arm 'hint': its method reads layer '7' of teacher 'teacher'" in error
+    assert "field 'arms.hint.method': its method reads layer '7' of teacher 'teacher'" in error
     assert "it has 0, 1, 2, 3" in error and not out.exists()
 
 

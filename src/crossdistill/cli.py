@@ -8,9 +8,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from .data import DataFormatError
-from .experiments import ConfigError, builtin_configs, load_config, run_experiment
-from .models import ModelFileError
+from .errors import CrossdistillError
+from .experiments import builtin_configs, load_config, run_experiment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,13 +33,19 @@ def main(argv: list[str] | None = None) -> int:
         "mappings or datasets); repeatable",
     )
     commands.add_parser("list", help="list the built-in experiments")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)  # overrides may also follow the options
+    unknown = [item for item in extra if item.startswith("-") or "=" not in item]
+    if unknown or (extra and args.command != "run"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        args.overrides += extra
 
     if args.command == "list":
         for name, path in sorted(builtin_configs().items()):
             description = load_config(path).description.strip().splitlines()[0:1]
             print(f"{name:26s} {description[0] if description else ''}")
         return 0
+    out = None
     try:
         for module in args.imports:
             _import(module)
@@ -48,16 +53,19 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or Path("runs") / config.name
         print(f"running {config.name} into {out}", file=sys.stderr)
         run_experiment(config, out, progress=not args.quiet)
-    except (
-        ConfigError,
-        DataFormatError,
-        ModelFileError,
-        FileNotFoundError,
-        FileExistsError,
-        ImportError,
-        ValueError,
-    ) as error:
+    except KeyboardInterrupt:
+        kept = (
+            "nothing was written"
+            if out is None or not out.exists()
+            else f"every finished unit and epoch is kept in {out}; rerun the same command to resume"
+        )
+        print(f"crossdistill: interrupted; {kept}", file=sys.stderr)
+        return 130
+    except (CrossdistillError, ImportError, ValueError) as error:
         print(f"crossdistill: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # an unwritable or full --out, a file the user named
+        print(f"crossdistill: error: {error.strerror or error}: {error.filename}", file=sys.stderr)
         return 2
     print((out / "table.md").read_text())
     files = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())

@@ -47,6 +47,12 @@ class Registry(Generic[T]):
         """
         name, kwargs = self._split(spec)
         parameters, takes_any = _parameters(self._constructors[name])
+        given = [key for key in kwargs if key in provided]
+        if given:
+            raise ValueError(
+                f"{self.kind} {name!r}: {given[0]!r} is set by the experiment (from its data "
+                "and settings); remove it from the spec"
+            )
         unknown = [key for key in kwargs if key not in parameters and not takes_any]
         if unknown:
             accepted = [key for key in parameters if key not in provided]
@@ -82,6 +88,8 @@ class Registry(Generic[T]):
             if "name" not in kwargs:
                 raise ValueError(f"{self.kind} spec {kwargs!r} has no 'name' field")
             name = kwargs.pop("name")
+        if not isinstance(name, str):
+            raise ValueError(f"{self.kind} spec: 'name' must be a string, found {name!r}")
         if name not in self._constructors:
             raise ValueError(
                 f"unknown {self.kind} {name!r}; expected one of {', '.join(self.names())}"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import (
     AfterValidator,
@@ -21,10 +23,12 @@ from pydantic import (
 
 from ..data import DomainSplits, datasets, privileged_datasets
 from ..data.arrays import random_indices
+from ..errors import CrossdistillError
 from ..mappings import mappings
 from ..methods import GDDAClassifier, methods
 from ..models import models
 from ..registry import Registry, Spec
+from ..training import check_device, check_optimizer
 
 OFFERED_TO_METHODS = ("task", "lam", "temperature", "teacher", "t2_scale", "soften_student")
 """Keywords a driver offers every method's constructor besides ``student`` (it takes those it
@@ -54,11 +58,51 @@ def _check_privileged(spec: Spec) -> Spec:
 
 PrivilegedDataSpec = Annotated[Spec, AfterValidator(_check_privileged)]
 
-Sweep = float | list[float]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Sweep = FiniteFloat | Annotated[list[FiniteFloat], Field(min_length=1)]
+"""One value, or a non-empty list of values to choose from on validation data."""
+
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
+"""A random seed: what `torch.manual_seed` accepts, 0 ≤ seed < 2⁶³."""
 
 
-class ConfigError(ValueError):
+def _unique(values: list) -> list:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"each value must appear once, found {repeated[0]!r} repeated")
+    return values
+
+
+Seeds = Annotated[list[Seed], Field(min_length=1), AfterValidator(_unique)]
+"""Distinct seeds, one run (or repetition) each; the tables' n is their number."""
+
+
+def _check_device(name: str) -> str:
+    return check_device(name)
+
+
+Device = Annotated[str, AfterValidator(_check_device)]
+
+
+def _check_optimizer(spec: dict[str, Any]) -> dict[str, Any]:
+    check_optimizer(spec)
+    return spec
+
+
+OptimizerSpec = Annotated[dict[str, Any], AfterValidator(_check_optimizer)]
+
+
+class ConfigError(CrossdistillError, ValueError):
     """A config that cannot run; the message names the file, the field, expected and found."""
+
+
+class FieldError(ValueError):
+    """Raised by a validator about a field below the one it validates: ``path`` (dotted, from
+    that field) joins the field's location in the message."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class _Strict(BaseModel):
@@ -70,7 +114,7 @@ class TrainConfig(_Strict):
 
     epochs: PositiveInt
     batch_size: PositiveInt = 64
-    optimizer: dict[str, Any] = Field(default_factory=lambda: {"name": "adam", "lr": 1e-3})
+    optimizer: OptimizerSpec = Field(default_factory=lambda: {"name": "adam", "lr": 1e-3})
 
 
 class DataConfig(_Strict):
@@ -103,7 +147,7 @@ class DataConfig(_Strict):
             big = big.subset(random_indices(len(big), min(self.big_size, len(big)), 0)[0])
         if self.test_size is not None:
             test = test.subset(random_indices(len(test), min(self.test_size, len(test)), 0)[0])
-        return DomainSplits(big=big, small=splits.small, test=test)
+        return dataclasses.replace(splits, big=big, test=test)
 
 
 class TeacherConfig(_Strict):
@@ -126,7 +170,7 @@ class TeacherConfig(_Strict):
     torchscript: FilePath | None = None
     data: DataConfig | None = None
     transform: MappingSpec = "identity"
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _check_source(self) -> TeacherConfig:
@@ -175,10 +219,10 @@ class ArmConfig(_Strict):
     def _check_ranges(self) -> ArmConfig:
         for lam in _as_list(self.lam):
             if not 0.0 <= lam <= 1.0:
-                raise ValueError(f"lam must lie in [0, 1], found {lam}")
+                raise FieldError("lam", f"must lie in [0, 1], found {lam}")
         for temperature in _as_list(self.temperature):
             if temperature <= 0:
-                raise ValueError(f"temperature must be positive, found {temperature}")
+                raise FieldError("temperature", f"must be positive, found {temperature}")
         return self
 
     def settings(self) -> list[tuple[float, float]]:
@@ -197,9 +241,9 @@ class ExperimentConfig(_Strict):
     teachers: dict[str, TeacherConfig] = Field(default_factory=dict)
     student: StudentConfig
     arms: dict[str, ArmConfig] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
     validation: PositiveInt = 200
-    device: str = "cpu"
+    device: Device = "cpu"
 
     @model_validator(mode="after")
     def _check_teachers(self) -> ExperimentConfig:
@@ -230,11 +274,11 @@ class PrivilegedConfig(_Strict):
     teachers: dict[str, StudentConfig] = Field(min_length=1)
     student: StudentConfig
     arms: dict[str, ArmConfig] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
     validation: float = Field(0.2, gt=0, lt=1)
     selection: Literal["cross_entropy", "accuracy"] = "cross_entropy"
     curves: bool = False
-    device: str = "cpu"
+    device: Device = "cpu"
 
     def teacher_of(self, arm: ArmConfig) -> str:
         """The teacher an arm learns from (see `teacher_of`)."""
@@ -245,12 +289,15 @@ class PrivilegedConfig(_Strict):
         _check_arm_teachers(self.arms, self.teachers)
         for name in self.teachers:
             if name in self.arms:
-                raise ValueError(f"teacher {name!r} has the name of an arm; rename one of them")
+                raise FieldError(
+                    f"teachers.{name}", "a teacher has the name of an arm; rename one of them"
+                )
         for name, arm in self.arms.items():
             if arm.mapping != "identity":
-                raise ValueError(
-                    f"arm {name!r}: the teacher sees the privileged inputs, a mapping is not "
-                    f"used here (found mapping {arm.mapping!r})"
+                raise FieldError(
+                    f"arms.{name}.mapping",
+                    "the teacher sees the privileged inputs, a mapping is not used here "
+                    f"(found {arm.mapping!r})",
                 )
         return self
 
@@ -262,6 +309,10 @@ class GDDATeacherConfig(TeacherConfig):
 
     data: DataConfig
     mapping: MappingSpec = "identity"
+
+
+GDDA_SET_BY_THE_RUN = ("lambda_search", "classes", "teacher_outputs")
+"""`GDDAClassifier` settings a GDDA run sets itself (not in a config's ``classifier``)."""
 
 
 class GDDAConfig(_Strict):
@@ -286,24 +337,29 @@ class GDDAConfig(_Strict):
     classifier: dict[str, Any] = Field(default_factory=dict)
     labelled_per_class: PositiveInt = 1
     grid_steps: PositiveInt = 10
-    seeds: list[int] = Field(default_factory=lambda: list(range(10)), min_length=1)
-    device: str = "cpu"
+    seeds: Seeds = Field(default_factory=lambda: list(range(10)))
+    device: Device = "cpu"
 
     @model_validator(mode="after")
     def _check(self) -> GDDAConfig:
         for name, members in self.arms.items():
             unknown = [m for m in members if m not in self.teachers]
             if not members or unknown:
-                raise ValueError(
-                    f"arm {name!r} must list teachers among {', '.join(self.teachers)} "
-                    f"(found {members!r})"
+                raise FieldError(
+                    f"arms.{name}",
+                    f"must list teachers among {', '.join(self.teachers)} (found {members!r})",
                 )
-        allowed = set(GDDAClassifier().get_params()) - {"lambda_search"}
+        allowed = set(GDDAClassifier().get_params()) - set(GDDA_SET_BY_THE_RUN)
         unknown = sorted(set(self.classifier) - allowed)
         if unknown:
-            raise ValueError(
-                f"classifier has no setting {unknown[0]!r}; it accepts {', '.join(sorted(allowed))}"
+            raise FieldError(
+                f"classifier.{unknown[0]}",
+                f"no such setting; the classifier accepts {', '.join(sorted(allowed))}",
             )
+        try:  # every setting's value, checked as fit checks it, on a two-row problem
+            GDDAClassifier(**self.classifier).fit(np.eye(2), np.arange(2))
+        except (TypeError, ValueError) as error:
+            raise FieldError("classifier", str(error)) from None
         return self
 
 
@@ -328,9 +384,9 @@ def teacher_of(arm: ArmConfig, teachers: dict[str, Any]) -> str:
 def _check_arm_teachers(arms: dict[str, ArmConfig], teachers: dict[str, Any]) -> None:
     for name, arm in arms.items():
         if arm.teacher is not None and arm.teacher not in teachers:
-            raise ValueError(
-                f"arm {name!r} names teacher {arm.teacher!r}; teachers has "
-                f"{', '.join(teachers) or 'none'}"
+            raise FieldError(
+                f"arms.{name}.teacher",
+                f"names teacher {arm.teacher!r}; teachers has {', '.join(teachers) or 'none'}",
             )
 
 
@@ -371,18 +427,39 @@ def load_config(source: str | Path, overrides: list[str] = ()) -> AnyConfig:
     for override in overrides:
         _apply_override(raw, override, path)
     kind = raw.get("kind", "distillation")
-    if kind not in SCHEMAS:
+    if not isinstance(kind, str) or kind not in SCHEMAS:
         raise ConfigError(
             f"{path}: field 'kind': expected one of {', '.join(SCHEMAS)} (found {kind!r})"
         )
     try:
         return SCHEMAS[kind].model_validate(raw)
     except ValidationError as error:
-        problem = error.errors()[0]
-        field = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        message = problem["msg"].removeprefix("Value error, ")
-        found = "" if problem["type"] == "missing" else f" (found {problem['input']!r})"
-        raise ConfigError(f"{path}: field {field!r}: {message}{found}") from None
+        problems = error.errors()
+        # of a union's alternatives, the one of the right type says what is wrong
+        right_type = [p for p in problems if not p["type"].endswith(("_type", "_parsing"))]
+        raise ConfigError(f"{path}: {_describe((right_type or problems)[0], raw)}") from None
+
+
+def _describe(problem: dict[str, Any], raw: Any) -> str:
+    """One pydantic error as ``field 'a.b.c': what is wrong (found …)``, the location given as
+    the keys of the user's file (pydantic's names of union members dropped)."""
+    *inside, last = problem["loc"] or ("",)
+    parts, node = [], raw
+    for part in [*inside, last]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            if part is last and problem["type"] == "missing":
+                parts.append(str(part))
+            continue
+        parts.append(str(part))
+    cause = problem.get("ctx", {}).get("error")
+    if isinstance(cause, FieldError):
+        parts.append(cause.path)
+    message = problem["msg"].removeprefix("Value error, ")
+    if problem["type"] != "missing" and "found" not in message:
+        message += f" (found {problem['input']!r})"
+    return f"field {'.'.join(parts) or '(top level)'!r}: {message}"
 
 
 def _apply_override(raw: dict[str, Any], override: str, path: Path) -> None:
@@ -396,7 +473,11 @@ def _apply_override(raw: dict[str, Any], override: str, path: Path) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"{path}: override {override!r}: field {part!r} is not a mapping")
         node = child
-    node[leaf] = yaml.safe_load(text)
+    try:
+        node[leaf] = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        first = str(error).splitlines()[0]
+        raise ConfigError(f"override {override!r}: the value is not valid YAML ({first})") from None
 
 
 def dump_config(config: AnyConfig) -> str:

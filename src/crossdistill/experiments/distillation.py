@@ -14,11 +14,21 @@ from ..data.arrays import random_indices
 from ..data.datasets import DomainSplits
 from ..mappings import mappings
 from ..methods import Method, feature_column, teacher_column
-from ..models import count_parameters, models
+from ..models import check_outputs, count_parameters, models
 from ..registry import Spec
 from ..training import TeacherCache, TeacherRun, evaluate, fit, metrics
-from .config import ArmConfig, ConfigError, DataConfig, ExperimentConfig, TeacherConfig
-from .driver import ExperimentKind, Rows, arm_method, arm_reads, choose, kinds
+from .config import ArmConfig, ConfigError, DataConfig, ExperimentConfig
+from .driver import (
+    ExperimentKind,
+    Rows,
+    arm_method,
+    arm_reads,
+    choose,
+    field,
+    kinds,
+    splits_tensors,
+    target_size,
+)
 from .report import markdown_table, plot_curves, summarize, write_csv
 from .teachers import load_teacher, train_teacher, training
 
@@ -50,23 +60,63 @@ class DistillationKind(ExperimentKind):
         self.test_metrics = (
             ["accuracy", "cross_entropy"] if self.task == "classification" else ["mse"]
         )
+        self._outputs = "classes" if self.task == "classification" else "target columns"
 
     def check(self) -> None:
-        self.splits = self._load(self.config.data)
-        small = self.splits.small
-        self.num_outputs = small.num_classes if self.task == "classification" else small.y.shape[1]
-        self.teacher_data = {
-            name: self._teacher_data(spec, self.splits)
-            for name, spec in self.config.teachers.items()
-        }
-        self.teachers = {
-            name: load_teacher(
-                name, spec, self.teacher_data[name][1], self.num_outputs, self.config.device
+        with field("data"):
+            self.splits = self._load(self.config.data)
+            self.num_outputs = target_size(self.splits, self.task)
+        self.record("data", *splits_tensors(self.splits))
+        swept = [arm for arm in self.config.arms.values() if len(arm.settings()) > 1]
+        if swept and self.config.validation >= len(self.splits.small):
+            raise ConfigError(
+                f"field 'validation': the part of Small that chooses λ and T must leave rows "
+                f"to train on: expected fewer than {len(self.splits.small)} (the size of Small, "
+                f"field 'data.small'), found {self.config.validation}"
             )
-            for name, spec in self.config.teachers.items()
-            if not spec.trained_here
-        }
-        self.reads = {name: self._reads(name, arm) for name, arm in self.config.arms.items()}
+        self.teacher_data, self.teachers, models_ = {}, {}, {}
+        for name, spec in self.config.teachers.items():
+            source = self.splits
+            if spec.data is not None:
+                with field(f"teachers.{name}.data"):
+                    source = self._load(spec.data)
+                    found = target_size(source, self.task)
+                    if found != self.num_outputs:
+                        raise ConfigError(
+                            f"its targets have {found} {self._outputs}, the student's data "
+                            f"{self.num_outputs}"
+                        )
+                self.record(f"teachers.{name}.data", *splits_tensors(source))
+            with field(f"teachers.{name}.transform"):
+                transform = self._mapping(spec.transform)
+                big = source.big.map_x(transform) if spec.trained_here else None
+                self.teacher_data[name] = (big, source.test.map_x(transform))
+            example = self.teacher_data[name][1].x[:1]
+            if spec.trained_here:
+                with field(f"teachers.{name}.model"):
+                    models_[name] = self._build(spec.model, example)
+                    check_outputs(models_[name], example, self.num_outputs, "the model")
+            else:
+                with field(f"teachers.{name}"):
+                    self.teachers[name] = load_teacher(
+                        name, spec, self.teacher_data[name][1], self.num_outputs, self.config.device
+                    )
+                models_[name] = self.teachers[name]
+                self.record(f"teachers.{name}", self.teachers[name])
+        with field("student.model"):
+            check_outputs(self._student(0), self.splits.small.x[:1], self.num_outputs, "the model")
+        self.reads = {}
+        for name, arm in self.config.arms.items():
+            with field(f"arms.{name}.method"):
+                self.reads[name] = self._reads(name, arm, models_)
+            with field(f"arms.{name}.mapping"):
+                phi = self._mapping(arm.mapping)
+                with torch.no_grad():
+                    seen = phi(self.splits.small.x[:1])
+                for teacher in self.reads[name]:
+                    source = f"teacher {teacher!r} (field 'teachers.{teacher}')"
+                    check_outputs(models_[teacher], seen, self.num_outputs, source)
+            self.record(f"arms.{name}.mapping", phi)
 
     def setup(self) -> None:
         records = []
@@ -81,7 +131,8 @@ class DistillationKind(ExperimentKind):
                     self.num_outputs,
                     checkpoint=self.out / "checkpoints" / "teachers" / f"{name}.pt",
                     device=self.config.device,
-                    progress=self.label(f"teacher {name}"),
+                    progress=self.progress,
+                    name=f"teacher {name!r}",
                 )
             records += [{"teacher": name, **row} for row in history]
         write_csv(records, self.out / "teacher.csv")
@@ -98,7 +149,10 @@ class DistillationKind(ExperimentKind):
         small = splits.small.columns()
         for teacher, layers in self.reads[name].items():
             small |= _teacher_columns(
-                teacher, self.cache.run(self.teachers[teacher], phi, small["x"], layers)
+                teacher,
+                self.cache.run(
+                    self.teachers[teacher], phi, small["x"], layers, name=f"teacher {teacher!r}"
+                ),
             )
         (lam, temperature), selection = self._choose(name, arm, small)
         results = [{"arm": name, "seed": "", "metric": "lam", "value": lam}]
@@ -113,7 +167,8 @@ class DistillationKind(ExperimentKind):
                 seed=seed,
                 validate=lambda model: evaluate(model, splits.test, self.task),
                 checkpoint=self.out / "checkpoints" / f"{name}-seed{seed}.pt",
-                progress=self.label(f"{name} seed {seed}"),
+                progress=self.progress,
+                name=f"student of arm {name!r}, seed {seed}",
                 **training(self.config.student.train),
             )
             rows += [
@@ -130,7 +185,9 @@ class DistillationKind(ExperimentKind):
         arm_level = {"parameters": count_parameters(self._student(0))}
         teacher = self.config.teacher_of(arm)
         if teacher in self.reads[name]:
-            test_out = self.cache.outputs(self.teachers[teacher], phi, splits.test.x)
+            test_out = self.cache.outputs(
+                self.teachers[teacher], phi, splits.test.x, name=f"teacher {teacher!r}"
+            )
             arm_level["teacher_parameters"] = count_parameters(self.teachers[teacher])
             for metric, value in metrics(test_out, splits.test.y, self.task).items():
                 arm_level[f"teacher_{metric}"] = value
@@ -173,45 +230,31 @@ class DistillationKind(ExperimentKind):
     def _method(self, arm: ArmConfig, student: nn.Module, lam: float, temperature: float) -> Method:
         return arm_method(arm, self.config.teacher_of(arm), student, lam, temperature, self.task)
 
-    def _reads(self, name: str, arm: ArmConfig) -> dict[str, list[str]]:
-        """`arm_reads`, and every layer it reads checked against its teacher's submodules."""
+    def _reads(
+        self, name: str, arm: ArmConfig, teachers: dict[str, nn.Module]
+    ) -> dict[str, list[str]]:
+        """`arm_reads`, and every layer it reads checked against its teacher's submodules
+        (``teachers``: each teacher as loaded, or its untrained model)."""
         reads = arm_reads(name, arm, self.config.teachers, self._student(0), self.task)
         for teacher, layers in reads.items():
-            paths = [path for path, _ in self._teacher_model(teacher).named_modules() if path]
+            paths = [path for path, _ in teachers[teacher].named_modules() if path]
             for layer in layers:
                 if layer not in paths:
                     raise ConfigError(
-                        f"arm {name!r}: its method reads layer {layer!r} of teacher "
-                        f"{teacher!r}, which has no such submodule; it has {', '.join(paths)}"
+                        f"its method reads layer {layer!r} of teacher {teacher!r}, which has no "
+                        f"such submodule; it has {', '.join(paths)}"
                     )
         return reads
 
-    def _teacher_model(self, name: str) -> nn.Module:
-        """Teacher ``name`` as loaded, or its untrained model (for its module paths)."""
-        if name in self.teachers:
-            return self.teachers[name]
-        in_shape = tuple(self.teacher_data[name][1].x.shape[1:])
-        spec = self.config.teachers[name].model
-        return models.build(spec, in_shape=in_shape, num_outputs=self.num_outputs)
+    def _build(self, spec: Spec, example: Tensor) -> nn.Module:
+        """The model ``spec`` names for inputs shaped like ``example`` ``(1, ...)``."""
+        return models.build(
+            spec, in_shape=tuple(example.shape[1:]), num_outputs=self.num_outputs
+        ).to(self.config.device)
 
     def _student(self, seed: int) -> nn.Module:
         torch.manual_seed(seed)
-        model = models.build(
-            self.config.student.model,
-            in_shape=tuple(self.splits.small.x.shape[1:]),
-            num_outputs=self.num_outputs,
-        )
-        return model.to(self.config.device)
-
-    def _teacher_data(
-        self, spec: TeacherConfig, splits: DomainSplits
-    ) -> tuple[ArrayData | None, ArrayData]:
-        """A teacher's own Big (None for a teacher loaded from a file: it is not trained) and
-        Test: ``transform`` of its dataset's (default the experiment's)."""
-        source = splits if spec.data is None else self._load(spec.data)
-        transform = self._mapping(spec.transform)
-        big = source.big.map_x(transform) if spec.trained_here else None
-        return big, source.test.map_x(transform)
+        return self._build(self.config.student.model, self.splits.small.x[:1])
 
     def _choose(
         self, name: str, arm: ArmConfig, small: dict[str, Tensor]
@@ -240,7 +283,9 @@ class DistillationKind(ExperimentKind):
                     / "checkpoints"
                     / "selection"
                     / f"{name}-lam{lam:g}-T{temperature:g}-seed{seed}.pt",
-                    progress=self.label(f"{name} λ={lam:g} T={temperature:g} seed {seed} (val)"),
+                    progress=self.progress,
+                    name=f"student of arm {name!r} at λ={lam:g}, T={temperature:g}, seed {seed} "
+                    "(choosing λ, T on validation)",
                     **training(self.config.student.train),
                 )
                 per_seed.append({"seed": seed, **evaluate(method, valid, self.task)})

@@ -1,29 +1,37 @@
 """The one experiment driver: every config kind runs as check → claim → set up → units → report.
 
 A kind (`ExperimentKind`, registered in `kinds` under its config's ``kind``) says what its units
-of work are and how to run one; the driver claims the run directory, runs the units that are not
-finished yet, keeps each finished unit's rows in ``units/`` (the one resume mechanism: a rerun
-reads them back instead of running them again; inside a unit, every `fit` resumes from its
-checkpoint), writes the rows' CSV files after every unit, and writes the table.
+of work are and how to run one. Its `check` reads and validates everything a user's input can
+get wrong, and fingerprints the data and files the run is made from, before anything is
+written; the driver then claims the run directory for exactly that config and those inputs,
+runs the units that are not finished yet, keeps each finished unit's rows in ``units/`` (the
+one resume mechanism: a rerun reads them back instead of running them again; inside a unit,
+every `fit` resumes from its checkpoint), writes the rows' CSV files after every unit, and
+writes the table. A file that already holds what would be written is left alone, so a rerun of
+a finished run writes nothing.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from statistics import mean
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..files import atomic_path
+from ..data import DomainSplits
+from ..errors import CrossdistillError
+from ..files import read_rebuildable, write_if_changed
 from ..losses import Task
 from ..methods import Method, methods, teachers_read
 from ..registry import Registry
+from ..training import fingerprint
 from .config import ArmConfig, ConfigError, dump_config, teacher_of
 from .report import claim_directory, write_csv
 
@@ -54,10 +62,19 @@ class ExperimentKind:
         self.config = config
         self.out = Path(out)
         self.progress = progress
+        self.inputs: dict[str, str] = {}
 
     def check(self) -> None:
-        """Read and check everything a user's input can get wrong (data files, teacher files,
-        method settings) before the run directory is claimed; writes nothing."""
+        """Read and check everything a user's input can get wrong (data, teacher files, the
+        settings of every model, mapping and method, data shapes against the models) before
+        the run directory is claimed, each inside `field`; `record` what the run is made from.
+        Writes nothing."""
+
+    def record(self, what: str, *parts: nn.Module | Tensor | str) -> None:
+        """Note that the run is made from ``parts`` (data tensors, a loaded model, a file's
+        bytes as text), under the config field ``what``: a rerun whose inputs differ is refused,
+        naming ``what``."""
+        self.inputs[what] = fingerprint(*parts)
 
     def setup(self) -> None:
         """Work shared by all units, after the directory is claimed (e.g. train the teachers)."""
@@ -75,42 +92,87 @@ class ExperimentKind:
         rows; may also draw ``figures/``."""
         raise NotImplementedError
 
-    def label(self, text: str) -> str | bool:
-        """A progress-bar label, or False when progress is off."""
-        return text if self.progress else False
-
 
 kinds: Registry[ExperimentKind] = Registry("experiment kind")
 """Experiment kinds by the ``kind`` field of their config."""
 
 
 def run_experiment(config: BaseModel, out: str | Path, progress: bool = True) -> list[dict]:
-    """Run ``config`` into directory ``out`` (resuming what is there); return the table rows."""
+    """Run ``config`` into directory ``out`` (resuming what is there); return the table rows.
+
+    Raises:
+        crossdistill.errors.CrossdistillError: a mistake in the config or its inputs (before
+            anything is written), a directory holding another run, or training that diverged.
+    """
     out = Path(out)
     kind = kinds.build(config.kind, config=config, out=out, progress=progress)
     kind.check()  # a wrong file or setting fails before any output
-    claim_directory(out, dump_config(config))
+    claim_directory(out, dump_config(config), kind.inputs)
     kind.setup()
     rows: Rows = {name: [] for name in kind.outputs}
     for unit in tqdm(
         kind.units(), desc=config.name, unit="unit", disable=None if progress else True
     ):
         file = out / "units" / f"{re.sub(r'[^A-Za-z0-9_.=-]+', '_', unit)}.json"
-        if file.exists():
-            new = json.loads(file.read_text())
-        else:
+        new = read_rebuildable(file, lambda path: json.loads(path.read_text()))
+        ran = new is None
+        if ran:
             new = kind.run_unit(unit)
-            with atomic_path(file) as tmp:
-                tmp.write_text(json.dumps(new))
+            write_if_changed(file, json.dumps(new))
         for name in kind.outputs:
             rows[name] += new.get(name, [])
-            if rows[name]:
-                write_csv(rows[name], out / f"{name}.csv")
+        if ran:  # the CSV files so far, for a reader of a run still going
+            _write_rows(rows, out)
+    _write_rows(rows, out)
     table, markdown = kind.table(rows)
     write_csv(table, out / "table.csv")
-    with atomic_path(out / "table.md") as tmp:
-        tmp.write_text(markdown)
+    write_if_changed(out / "table.md", markdown)
     return table
+
+
+def _write_rows(rows: Rows, out: Path) -> None:
+    for name, found in rows.items():
+        if found:
+            write_csv(found, out / f"{name}.csv")
+
+
+@contextmanager
+def field(path: str) -> Iterator[None]:
+    """Turn a failure to build or check what config field ``path`` (dotted) describes into a
+    `ConfigError` naming the field: a component's constructor refusing a setting (ValueError,
+    TypeError), a model failing on the data's shape (RuntimeError)."""
+    try:
+        yield
+    except (CrossdistillError, ValueError, TypeError, RuntimeError) as error:
+        if isinstance(error, ConfigError) and str(error).startswith("field "):
+            raise
+        raise ConfigError(f"field {path!r}: {error}") from None
+
+
+def target_size(splits: DomainSplits, task: Task) -> int:
+    """The outputs a model needs for ``splits``: its classes (declared by the dataset, else the
+    largest label + 1 over its splits), or the K columns of regression targets ``(N, K)``.
+
+    Raises:
+        ValueError: classification targets that are not integer class labels ≥ 0.
+    """
+    parts = (splits.big, splits.small, splits.test)
+    if task == "regression":
+        return parts[1].y.reshape(len(parts[1]), -1).shape[1]
+    for part in parts:
+        if part.y.is_floating_point() or part.y.ndim != 1 or (len(part) and part.y.min() < 0):
+            raise ValueError(
+                f"a classification run (field 'task') needs class labels, integers ≥ 0 shaped "
+                f"(N,); found "
+                f"{part.y.dtype} targets shaped {tuple(part.y.shape)}"
+            )
+    declared = getattr(splits, "num_classes", None)
+    return declared or max(int(part.y.max()) + 1 for part in parts if len(part))
+
+
+def splits_tensors(splits: DomainSplits) -> tuple[Tensor, ...]:
+    """Inputs and targets of Big, Small and Test (what a run's data fingerprint covers)."""
+    return tuple(t for part in (splits.big, splits.small, splits.test) for t in (part.x, part.y))
 
 
 def choose(
@@ -176,12 +238,12 @@ def arm_reads(
     if "" in reads:
         raise ConfigError(
             f"arm {name!r}: its method reads a teacher; name it in the arm's `teacher` "
-            f"(teachers has {', '.join(teachers) or 'none'})"
+            f"(field 'teachers' has {', '.join(teachers) or 'none'})"
         )
     unknown = [teacher for teacher in reads if teacher not in teachers]
     if unknown:
         raise ConfigError(
-            f"arm {name!r}: its method reads teacher {unknown[0]!r}, but teachers has "
-            f"{', '.join(teachers) or 'none'}"
+            f"arm {name!r}: its method reads teacher {unknown[0]!r}, but field 'teachers' "
+            f"has {', '.join(teachers) or 'none'}"
         )
     return reads

@@ -17,10 +17,11 @@ from ..data import DomainSplits
 from ..figures import save_figure
 from ..mappings import mappings
 from ..methods import GDDAClassifier
-from ..methods.gdda import UNLABELLED, simplex_grid
-from ..models import count_parameters
+from ..methods.gdda import simplex_grid
+from ..models import check_outputs, count_parameters, models
 from ..training import TeacherCache, evaluate
-from .driver import ExperimentKind, Rows, kinds
+from .config import ConfigError
+from .driver import ExperimentKind, Rows, field, kinds, splits_tensors, target_size
 from .report import markdown_table, summarize, write_csv
 from .teachers import load_teacher, train_teacher
 
@@ -68,29 +69,55 @@ class GDDAKind(ExperimentKind):
     outputs = ("curves", "results")
 
     def check(self) -> None:
-        target = self.config.target.load()
+        with field("target"):
+            target = self.config.target.load()
+            self.num_classes = target_size(target, "classification")
+        self.record("target", *splits_tensors(target))
         self.pool, self.test = target.train, target.test
-        self.num_classes = self.pool.num_classes
-        features = mappings.build(self.config.features)
-        self.pool_x, self.test_x = (_flat(features, data.x) for data in (self.pool, self.test))
+        with field("labelled_per_class"):
+            labelled_rows(self.pool.y, self.config.labelled_per_class, 0)
+        with field("features"):
+            features = mappings.build(self.config.features)
+            self.pool_x, self.test_x = (_flat(features, data.x) for data in (self.pool, self.test))
+        self.record("features", features)
         used = dict.fromkeys(m for members in self.config.arms.values() for m in members)
         decoded: dict[str, DomainSplits] = {}  # teachers sharing a dataset decode it once
-        self.teacher_data = {}
+        self.teacher_data, self.teachers, self.phis = {}, {}, {}
         for name in used:
             spec = self.config.teachers[name]
             key = spec.data.model_dump_json()
-            if key not in decoded:
-                decoded[key] = spec.data.load()
-            transform = mappings.build(spec.transform)
-            big = decoded[key].big.map_x(transform) if spec.trained_here else None
-            self.teacher_data[name] = (big, decoded[key].test.map_x(transform))
-        self.teachers = {
-            name: load_teacher(
-                name, spec, self.teacher_data[name][1], self.num_classes, self.config.device
-            )
-            for name, spec in self.config.teachers.items()
-            if name in used and not spec.trained_here
-        }
+            with field(f"teachers.{name}.data"):
+                if key not in decoded:
+                    decoded[key] = spec.data.load()
+                found = target_size(decoded[key], "classification")
+                if found != self.num_classes:
+                    raise ConfigError(f"it has {found} classes, the target {self.num_classes}")
+            self.record(f"teachers.{name}.data", *splits_tensors(decoded[key]))
+            with field(f"teachers.{name}.transform"):
+                transform = mappings.build(spec.transform)
+                big = decoded[key].big.map_x(transform) if spec.trained_here else None
+                self.teacher_data[name] = (big, decoded[key].test.map_x(transform))
+            with field(f"teachers.{name}.mapping"):
+                self.phis[name] = mappings.build(spec.mapping)
+                with torch.no_grad():
+                    seen = self.phis[name](self.pool.x[:1])
+            self.record(f"teachers.{name}.mapping", self.phis[name])
+            own = self.teacher_data[name][1].x[:1]
+            if spec.trained_here:
+                with field(f"teachers.{name}.model"):
+                    teacher = models.build(
+                        spec.model, in_shape=tuple(own.shape[1:]), num_outputs=self.num_classes
+                    )
+                    check_outputs(teacher, own, self.num_classes, "the model")
+            else:
+                with field(f"teachers.{name}"):
+                    teacher = load_teacher(
+                        name, spec, self.teacher_data[name][1], self.num_classes, self.config.device
+                    )
+                self.teachers[name] = teacher
+                self.record(f"teachers.{name}", teacher)
+            with field(f"teachers.{name}.mapping"):
+                check_outputs(teacher, seen, self.num_classes, f"teacher {name!r} on the target")
 
     def setup(self) -> None:
         """Each used teacher trained once (or loaded): its probabilities on the pool and on
@@ -107,11 +134,15 @@ class GDDAKind(ExperimentKind):
                     self.num_classes,
                     checkpoint=self.out / "checkpoints" / "teachers" / f"{name}.pt",
                     device=self.config.device,
-                    progress=self.label(f"teacher {name}"),
+                    progress=self.progress,
+                    name=f"teacher {name!r}",
                 )
-            teacher, phi = self.teachers[name], mappings.build(spec.mapping)
+            teacher, phi = self.teachers[name], self.phis[name]
             pool_p, test_p = (
-                cache.outputs(teacher, phi, data.x).softmax(1).double().numpy()
+                cache.outputs(teacher, phi, data.x, name=f"teacher {name!r}")
+                .softmax(1)
+                .double()
+                .numpy()
                 for data in (self.pool, self.test)
             )
             self.probas[name] = (pool_p, test_p)
@@ -135,8 +166,8 @@ class GDDAKind(ExperimentKind):
         seed = int(unit.removeprefix("seed "))
         y_pool, y_test = self.pool.y.numpy(), self.test.y.numpy()
         labelled = labelled_rows(self.pool.y, self.config.labelled_per_class, seed).numpy()
-        y_semi = np.full_like(y_pool, UNLABELLED)
-        y_semi[labelled] = y_pool[labelled]
+        unlabelled = np.ones(len(y_pool), dtype=bool)
+        unlabelled[labelled] = False
         alone = self._classifier().fit(self.pool_x[labelled], y_pool[labelled])
         results = [{"arm": STUDENT_ALONE, "accuracy": alone.score(self.test_x, y_test)}]
         curves = []
@@ -144,7 +175,7 @@ class GDDAKind(ExperimentKind):
             teachers_pool = np.stack([self.probas[m][0] for m in members], axis=1)
             teachers_test = np.stack([self.probas[m][1] for m in members], axis=1)
             result, curve = self._arm(
-                self.pool_x, y_semi, teachers_pool, self.test_x, y_test, teachers_test
+                self.pool_x, y_pool, unlabelled, teachers_pool, self.test_x, y_test, teachers_test
             )
             results.append({"arm": arm, **result})
             curves += [{"arm": arm, **point} for point in curve]
@@ -158,22 +189,28 @@ class GDDAKind(ExperimentKind):
         return table, self._write_outputs(table, rows["curves"], rows["results"])
 
     def _classifier(self, **settings) -> GDDAClassifier:
-        return GDDAClassifier(**{**self.config.classifier, **settings})
+        """The configured classifier over every target class (a class may have no labelled row:
+        the teachers teach it), fed the teachers' probabilities."""
+        fixed = {"classes": range(self.num_classes), "teacher_outputs": "probabilities"}
+        return GDDAClassifier(**{**self.config.classifier, **fixed, **settings})
 
     def _arm(
         self,
         pool_x: np.ndarray,
-        y_semi: np.ndarray,
+        y_pool: np.ndarray,
+        unlabelled: np.ndarray,
         teachers_pool: np.ndarray,
         test_x: np.ndarray,
         y_test: np.ndarray,
         teachers_test: np.ndarray,
     ) -> tuple[dict, list[dict]]:
-        """One arm of one repetition: learned λ, brute-force λ, every grid point, the teachers."""
+        """One arm of one repetition: learned λ, brute-force λ, every grid point, the teachers.
+        The pool's labels ``y_pool`` (L,) are read where ``unlabelled`` (L,) is False only."""
+        data = {"teacher_probas": teachers_pool, "unlabelled": unlabelled}
         fits = {}
         for suffix, search in (("", "gradient"), ("_grid", "grid")):
             start = time.perf_counter()
-            model = self._classifier(lambda_search=search).fit(pool_x, y_semi, teachers_pool)
+            model = self._classifier(lambda_search=search).fit(pool_x, y_pool, **data)
             fits[suffix] = (model, time.perf_counter() - start)
         result: dict = {}
         for suffix, (model, seconds) in fits.items():
@@ -189,7 +226,7 @@ class GDDAKind(ExperimentKind):
         )
         curve = []
         for lam in simplex_grid(teachers_pool.shape[1] + 1, self.config.grid_steps):
-            model = self._classifier(lambda_search=lam).fit(pool_x, y_semi, teachers_pool)
+            model = self._classifier(lambda_search=lam).fit(pool_x, y_pool, **data)
             curve.append(
                 {
                     "lambda": " ".join(f"{w:g}" for w in lam),

@@ -11,14 +11,14 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from ..data import PrivilegedData, privileged_datasets
+from ..data import PrivilegedData, PrivilegedSplits, privileged_datasets
 from ..data.arrays import random_indices
 from ..figures import save_figure
 from ..methods import Method, Supervised, teacher_column, teachers_read
-from ..models import count_parameters, models
+from ..models import check_outputs, count_parameters, models
 from ..training import TeacherCache, evaluate, fit
-from .config import ArmConfig, StudentConfig
-from .driver import ExperimentKind, Rows, arm_method, arm_reads, choose, kinds
+from .config import ArmConfig, ConfigError, StudentConfig
+from .driver import ExperimentKind, Rows, arm_method, arm_reads, choose, field, kinds
 from .report import markdown_table, summarize
 from .teachers import training
 
@@ -50,18 +50,36 @@ class PrivilegedKind(ExperimentKind):
     outputs = ("selection", "curves", "results")
 
     def check(self) -> None:
-        """Every problem's data for the first seed is built (a missing file writes nothing)."""
+        """Every problem's data for the first seed is built, and every model checked on it."""
         first_seed = self.config.seeds[0]
-        self.first = {
-            problem: privileged_datasets.build(spec, seed=first_seed)
-            for problem, spec in self.config.problems.items()
-        }
-        train = next(iter(self.first.values())).train
-        student = self._model(self.config.student, train.x, int(train.y.max()) + 1, 0)
-        self.reads = {
-            name: set(arm_reads(name, arm, self.config.teachers, student, "classification"))
-            for name, arm in self.config.arms.items()
-        }
+        self.first, self.classes = {}, {}
+        for problem, spec in self.config.problems.items():
+            with field(f"problems.{problem}"):
+                data = privileged_datasets.build(spec, seed=first_seed)
+                self.classes[problem] = _num_classes(data)
+            self.first[problem] = data
+            parts = (data.train, data.test)
+            self.record(f"problems.{problem}", *(t for d in parts for t in (d.x, d.x_star, d.y)))
+            n_valid = round(self.config.validation * len(data.train))
+            if not 0 < n_valid < len(data.train):
+                raise ConfigError(
+                    f"field 'validation': {self.config.validation} of problem {problem!r}'s "
+                    f"{len(data.train)} training rows is {n_valid} rows; it must leave at least "
+                    "one row on each side of the split"
+                )
+            example = data.train.subset(torch.arange(1))
+            with field("student.model"):
+                student = self._model(self.config.student, example.x, self.classes[problem], 0)
+                check_outputs(student, example.x, self.classes[problem], "the model")
+            for name, spec_ in self.config.teachers.items():
+                with field(f"teachers.{name}.model"):
+                    teacher = self._model(spec_, example.x_star, self.classes[problem], 0)
+                    check_outputs(teacher, example.x_star, self.classes[problem], "the model")
+        self.reads = {}
+        for name, arm in self.config.arms.items():
+            with field(f"arms.{name}.method"):
+                reads = arm_reads(name, arm, self.config.teachers, student, "classification")
+            self.reads[name] = set(reads)
         self._units = {
             f"{problem} seed {seed}": (problem, seed)
             for problem in self.config.problems
@@ -78,7 +96,7 @@ class PrivilegedKind(ExperimentKind):
             if seed == self.config.seeds[0]
             else privileged_datasets.build(self.config.problems[problem], seed=seed)
         )
-        rows = self._repetition(data.train, data.test, seed)
+        rows = self._repetition(data.train, data.test, seed, self.classes[problem], unit)
         return {
             name: [{"problem": problem, "seed": seed, **row} for row in new]
             for name, new in rows.items()
@@ -89,8 +107,10 @@ class PrivilegedKind(ExperimentKind):
         return table, self._write_outputs(table, rows["curves"])
 
     # -- one repetition -------------------------------------------------------------------------
-    def _repetition(self, train: PrivilegedData, test: PrivilegedData, seed: int) -> Rows:
-        num_classes = int(train.y.max()) + 1
+    def _repetition(
+        self, train: PrivilegedData, test: PrivilegedData, seed: int, num_classes: int, unit: str
+    ) -> Rows:
+        """One repetition ``unit`` (its name in messages) of ``num_classes`` classes."""
         chosen = {name: arm.settings()[0] for name, arm in self.config.arms.items()}
         swept = {name: arm for name, arm in self.config.arms.items() if len(arm.settings()) > 1}
         selection: list[dict] = []
@@ -98,13 +118,21 @@ class PrivilegedKind(ExperimentKind):
             n_valid = max(1, round(self.config.validation * len(train)))
             valid_idx, fit_idx = random_indices(len(train), n_valid, seed)
             fit_part, valid = train.subset(fit_idx), train.subset(valid_idx)
-            selectors = self._teachers(fit_part, seed, num_classes, swept)
+            selectors = self._teachers(fit_part, seed, num_classes, swept, f"{unit} (selection)")
             for name, arm in swept.items():
                 chosen[name], records = choose(
                     arm.settings(),
-                    lambda setting, arm=arm: [
+                    lambda setting, name=name: [
                         evaluate(
-                            self._student(fit_part, selectors, arm, *setting, seed, num_classes),
+                            self._student(
+                                fit_part,
+                                selectors,
+                                name,
+                                *setting,
+                                seed,
+                                num_classes,
+                                f"{unit} (selection)",
+                            ),
                             valid.regular,
                             "classification",
                         )
@@ -120,7 +148,7 @@ class PrivilegedKind(ExperimentKind):
                     }
                     for r in records
                 ]
-        teachers = self._teachers(train, seed, num_classes, self.config.arms)
+        teachers = self._teachers(train, seed, num_classes, self.config.arms, unit)
         results = [
             {
                 "arm": name,
@@ -137,7 +165,7 @@ class PrivilegedKind(ExperimentKind):
             for name, arm in swept.items():
                 for lam, temperature in arm.settings():
                     student = self._student(
-                        train, teachers, arm, lam, temperature, seed, num_classes
+                        train, teachers, name, lam, temperature, seed, num_classes, unit
                     )
                     trained[name, lam, temperature] = self._scores(student, test)
                     curves.append(
@@ -148,10 +176,11 @@ class PrivilegedKind(ExperimentKind):
                             **trained[name, lam, temperature],
                         }
                     )
-        for name, arm in self.config.arms.items():
+        for name in self.config.arms:
             lam, temperature = chosen[name]
             scores = trained.get((name, lam, temperature)) or self._scores(
-                self._student(train, teachers, arm, lam, temperature, seed, num_classes), test
+                self._student(train, teachers, name, lam, temperature, seed, num_classes, unit),
+                test,
             )
             results.append({"arm": name, "lam": lam, "temperature": temperature, **scores})
         return {"results": results, "selection": selection, "curves": curves}
@@ -164,24 +193,29 @@ class PrivilegedKind(ExperimentKind):
         self,
         train: PrivilegedData,
         teachers: dict[str, tuple[nn.Module, TeacherCache]],
-        arm: ArmConfig,
+        arm: str,
         lam: float,
         temperature: float,
         seed: int,
         num_classes: int,
+        unit: str,
     ) -> nn.Module:
-        """A student trained on ``train``'s regular inputs by the arm's method at (λ, T), each
-        teacher column it reads being that teacher's outputs on x*."""
+        """A student trained on ``train``'s regular inputs by ``arm``'s method at (λ, T), each
+        teacher column it reads being that teacher's outputs on x* (``unit`` names the
+        repetition in messages)."""
         student = self._model(self.config.student, train.x, num_classes, seed)
-        method = self._method(arm, student, lam, temperature)
+        method = self._method(self.config.arms[arm], student, lam, temperature)
         columns = train.regular.columns()
         for name in teachers_read(method.columns):
             teacher, cache = teachers[name]
-            columns[teacher_column(name)] = cache.outputs(teacher, None, train.x_star)
+            columns[teacher_column(name)] = cache.outputs(
+                teacher, None, train.x_star, name=f"teacher {name!r} of {unit}"
+            )
         fit(
             method,
             {column: columns[column] for column in method.columns},
             seed=seed,
+            name=f"student of arm {arm!r} at λ={lam:g}, T={temperature:g}, {unit}",
             **training(self.config.student.train),
         )
         return student
@@ -195,10 +229,10 @@ class PrivilegedKind(ExperimentKind):
         }
 
     def _teachers(
-        self, train: PrivilegedData, seed: int, num_classes: int, arms
+        self, train: PrivilegedData, seed: int, num_classes: int, arms, unit: str
     ) -> dict[str, tuple[nn.Module, TeacherCache]]:
         """Every teacher the ``arms`` read, trained on ``train``'s privileged inputs x*, each
-        with a cache of its outputs."""
+        with a cache of its outputs (``unit`` names the repetition in messages)."""
         read = set().union(*(self.reads[arm] for arm in arms))
         used = [name for name in self.config.teachers if name in read]
         teachers = {}
@@ -208,6 +242,7 @@ class PrivilegedKind(ExperimentKind):
                 Supervised(teacher),
                 train.privileged,
                 seed=seed,
+                name=f"teacher {name!r} of {unit}",
                 **training(self.config.teachers[name].train),
             )
             teachers[name] = (teacher.eval(), TeacherCache())
@@ -351,3 +386,9 @@ def _plot_curves(
     figure.tight_layout()
     save_figure(figure, path)
     plt.close(figure)
+
+
+def _num_classes(data: PrivilegedSplits) -> int:
+    """The problem's classes: declared by its builder, else the largest label + 1."""
+    declared = getattr(data, "num_classes", None)
+    return declared or int(torch.cat([data.train.y, data.test.y]).max()) + 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import io
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,8 +15,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..errors import CrossdistillError  # noqa: E402
 from ..figures import save_figure  # noqa: E402
-from ..files import atomic_path  # noqa: E402
+from ..files import write_if_changed  # noqa: E402
 
 TABLE_COLUMNS = ("arm", "metric", "mean", "std", "n")
 METRIC_LABELS = {
@@ -33,26 +36,54 @@ METRIC_LABELS = {
 }
 
 
-def claim_directory(out: Path, config_text: str) -> None:
-    """Write ``config_text`` to ``out/config.yaml``, refusing a directory that holds a run of a
-    different config (a rerun of the same config resumes there)."""
-    saved = out / "config.yaml"
+class RunDirectoryError(CrossdistillError, FileExistsError):
+    """A run directory that holds a run of another config, or of other inputs."""
+
+
+REUSABLE = ("units", "checkpoints", "cache")
+"""What a run directory keeps for a rerun to reuse (beside its outputs)."""
+
+
+def claim_directory(out: Path, config_text: str, inputs: dict[str, str]) -> None:
+    """Make ``out`` the run directory of exactly this config and these inputs.
+
+    ``out/config.yaml`` holds ``config_text`` and ``out/inputs.json`` the fingerprints of the
+    data and files the run is made from (field → digest). A directory holding a run of a
+    different config or of different inputs is refused, naming what differs; so is one
+    holding reusable state (`REUSABLE`) with no record of its inputs. Files already right are
+    not rewritten.
+
+    Raises:
+        RunDirectoryError: the directory holds another run.
+    """
+    saved, record = out / "config.yaml", out / "inputs.json"
+    advice = "choose another --out or delete that directory"
     if saved.exists() and saved.read_text() != config_text:
-        raise FileExistsError(
-            f"{out} holds a run of a different config ({saved}); "
-            "choose another --out or delete that directory"
+        raise RunDirectoryError(f"{out} holds a run of a different config ({saved}); {advice}")
+    if record.exists():
+        before = json.loads(record.read_text())
+        changed = [key for key in {**before, **inputs} if before.get(key) != inputs.get(key)]
+        if changed:
+            raise RunDirectoryError(
+                f"{out} holds a run of the same config made from other inputs: "
+                f"{', '.join(changed)} changed since; {advice}"
+            )
+    elif saved.exists() and any((out / name).exists() for name in REUSABLE):
+        raise RunDirectoryError(
+            f"{out} holds a run with no record of the data it was made from ({record}); {advice}"
         )
-    with atomic_path(saved) as tmp:
-        tmp.write_text(config_text)
+    write_if_changed(saved, config_text)
+    write_if_changed(record, json.dumps(inputs, indent=1, sort_keys=True) + "\n")
 
 
 def write_csv(rows: Sequence[dict], path: Path) -> None:
     """Rows of dicts as CSV with the union of their keys as columns (first-seen order)."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as file:
-        writer = csv.DictWriter(file, columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_if_changed(path, text.getvalue())
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

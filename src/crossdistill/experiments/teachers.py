@@ -48,11 +48,13 @@ def train_teacher(
     *,
     checkpoint: Path,
     device: str,
-    progress: bool | str = False,
+    progress: bool = False,
+    name: str = "teacher",
 ) -> tuple[nn.Module, list[dict]]:
     """A teacher built from ``spec.model`` (weights seeded by ``spec.seed``) and trained on
     ``train`` (resuming from ``checkpoint``), scored on ``test`` every epoch when given; in
-    eval mode, with its per-epoch history."""
+    eval mode, with its per-epoch history. ``name`` names it in the progress bar and in
+    errors."""
     torch.manual_seed(spec.seed)
     teacher = models.build(
         spec.model, in_shape=tuple(train.x.shape[1:]), num_outputs=num_outputs
@@ -64,6 +66,7 @@ def train_teacher(
         validate=None if test is None else lambda model: evaluate(model, test, task),
         checkpoint=checkpoint,
         progress=progress,
+        name=name,
         **training(spec.train),
     )
     return teacher.eval(), history

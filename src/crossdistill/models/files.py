@@ -9,8 +9,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..errors import CrossdistillError
 
-class ModelFileError(ValueError):
+
+class ModelFileError(CrossdistillError, ValueError):
     """A model file that is missing, unreadable, or does not fit; the message names the file."""
 
 
