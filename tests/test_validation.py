@@ -53,10 +53,13 @@ def _tensor_file(*, path: str, small: int, seed: int = 0, **_) -> DomainSplits:
     """Big / Small / Test from ``torch.save({"x": …, "y": …})`` at ``path`` (a user's file)."""
     saved = torch.load(path)
     data = ArrayData(saved["x"], saved["y"])
+    test = data.subset(torch.arange(90, 120))
+    if "test_x" in saved:  # a Test file of other inputs
+        test = ArrayData(saved["test_x"], test.y)
     return DomainSplits(
         big=data.subset(torch.arange(small, 90)),
         small=data.subset(torch.arange(small)),
-        test=data.subset(torch.arange(90, 120)),
+        test=test,
         num_classes=3,
     )
 
@@ -67,7 +70,8 @@ BAD_SETTINGS = [
     ("student.train.optimizer.lr=-1", "student.train.optimizer", "Invalid learning rate"),
     ("student.train.optimizer.momentum=0.9", "student.train.optimizer", "no setting 'momentum'"),
     ("student.train.optimizer.name=adamx", "student.train.optimizer", "found 'adamx'"),
-    ("student.model={name: mlp, hidden: [-3]}", "student.model", "negative"),
+    ("student.model={name: mlp, hidden: [-3]}", "student.model", "found [-3]"),
+    ("student.model={name: cnn, channels: [0]}", "student.model", "found [0]"),
     ("student.model={name: mlp, hidden: [8], num_outputs: 4}", "student.model", "num_outputs"),
     ("student.model={name: test_ten_outputs}", "student.model", "expected (1, 10)"),
     ("teachers.teacher.model={name: test_ten_outputs}", "teachers.teacher.model", "(1, 10)"),
@@ -127,16 +131,22 @@ def test_a_refused_run_leaves_the_directory_free_for_the_corrected_command(tmp_p
     assert (out / "table.csv").exists()
 
 
-def test_a_poisoned_label_is_refused_before_anything_is_written(tmp_path) -> None:
+@pytest.mark.parametrize("poison", ["label", "test shape"])
+def test_poisoned_data_is_refused_before_anything_is_written(tmp_path, poison) -> None:
     x, y = torch.rand(120, 4), torch.arange(120) % 3
-    y[17] = 200
-    torch.save({"x": x, "y": y}, tmp_path / "data.pt")
+    if poison == "label":
+        y[17] = 200
+    saved = {"x": x, "y": y}
+    if poison == "test shape":  # the last 30 rows (Test) as 5 features, Train as 4
+        saved = {"x": x, "y": y, "test_x": torch.rand(30, 5)}
+    torch.save(saved, tmp_path / "data.pt")
     config = TINY.replace(
         "data: {name: digits, small: 120, seed: 0}",
         f"data: {{name: test_tensor_file, path: {tmp_path / 'data.pt'}, small: 60}}",
     ).replace("validation: 30", "validation: 20")
     out = tmp_path / "run"
-    with pytest.raises(ConfigError, match=r"field 'data'.*200"):
+    found = "200 at row 17" if poison == "label" else r"Test inputs are float32 \(N, 5\)"
+    with pytest.raises(ConfigError, match=rf"field 'data'.*{found}"):
         run_experiment(load_config(_write(tmp_path, config)), out, progress=False)
     assert not out.exists()
 

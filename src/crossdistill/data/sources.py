@@ -44,7 +44,7 @@ _TIMEOUT_S = 60.0
 """Seconds a mirror may stay silent before the next one is tried."""
 
 
-class ChecksumError(ValueError):
+class ChecksumError(DataFormatError):
     """A downloaded file's md5 differs from the published one."""
 
 

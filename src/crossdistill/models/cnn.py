@@ -24,6 +24,11 @@ def cnn(
     """
     if len(in_shape) != 3:
         raise ValueError(f"cnn needs in_shape (C, H, W), got {tuple(in_shape)}")
+    sizes = [*channels, hidden]
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
+        raise ValueError(
+            f"channels and hidden: expected positive integers, found {list(channels)}, {hidden}"
+        )
     in_channels, height, width = in_shape
     layers: list[nn.Module] = []
     for out_channels in channels:

@@ -33,6 +33,8 @@ def mlp(
         raise ValueError(
             f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}"
         )
+    if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in hidden):
+        raise ValueError(f"hidden: expected positive integer widths, found {list(hidden)}")
     widths = [math.prod(in_shape), *hidden]
     layers: list[nn.Module] = [nn.Flatten()]
     for width_in, width_out in pairwise(widths):
