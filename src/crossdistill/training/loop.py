@@ -238,9 +238,10 @@ def fit(
                 opt.step()
                 if first_loss is None:
                     first_loss = float(loss.detach())
-                for key, value in (("loss", loss), *losses.items()):
+                for key, value in losses.items():
                     totals[key] = totals.get(key, 0.0) + value.detach() * len(index)
-            metrics = {"epoch": epoch, **{f"train_{k}": float(v) / rows for k, v in totals.items()}}
+            named = {f"train_{k}": float(v) / rows for k, v in totals.items()}
+            metrics = {"epoch": epoch, "train_loss": sum(named.values()), **named}
             if validate is not None:
                 metrics |= validate(method)
             _check_diverged(metrics, first_loss, name, epoch)
