@@ -42,7 +42,7 @@ def test_build_by_name_with_shape_defaults() -> None:
         torch.zeros(2, 1, 28, 28)
     ).shape == (2, 10)
     # other test modules register their own, named test_*
-    assert [n for n in models.names() if not n.startswith("test_")] == ["cnn", "mlp"]
+    assert [n for n in models.names() if not n.startswith("test_")] == ["cnn", "lstm", "mlp"]
 
 
 def test_bad_settings_are_value_errors() -> None:

@@ -4,7 +4,7 @@ Each kind is one module that registers its `ExperimentKind` in `kinds`: `distill
 (SPEC §1.2), `privileged` (generalized distillation) and `gdda` (the GDDA-SVM).
 """
 
-from . import distillation, gdda, privileged  # noqa: F401  (register the kinds)
+from . import distillation, gdda, growth, privileged  # noqa: F401  (register the kinds)
 from .config import ConfigError, ExperimentConfig, builtin_configs, load_config
 from .driver import ExperimentKind, choose, kinds, run_experiment
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
+import torch
 import yaml
 from pydantic import (
     AfterValidator,
@@ -21,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..data import DomainSplits, datasets, privileged_datasets
+from ..data import ArrayData, DomainSplits, datasets, privileged_datasets
 from ..data.arrays import random_indices
 from ..errors import CrossdistillError
 from ..mappings import mappings
@@ -121,17 +122,22 @@ class DataConfig(_Strict):
     """The student's data: a registered dataset (``name`` and its settings) split Big/Small/Test.
 
     ``big_size`` and ``test_size`` optionally keep only a seeded random part of Big and Test
-    (reduced runs for tests and smoke checks).
+    (reduced runs for tests and smoke checks). ``classes`` keeps only the rows of those labels
+    in every split (so Small keeps fewer than ``small`` rows), relabelled 0, 1, … in the order
+    given (e.g. ``[0, 1, 2, 3, 4]``: the first five classes).
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str
     big_size: PositiveInt | None = None
     test_size: PositiveInt | None = None
+    classes: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _check_loader(self) -> DataConfig:
         datasets.check(self.loader_spec())
+        if self.classes is not None:
+            _unique(self.classes)
         return self
 
     def loader_spec(self) -> dict[str, Any]:
@@ -140,14 +146,42 @@ class DataConfig(_Strict):
 
     def load(self) -> DomainSplits:
         """The dataset, Big and Test cut to ``big_size`` / ``test_size`` seeded random rows
-        when those are given."""
+        when those are given, and to the rows of ``classes`` (relabelled) when given.
+
+        Raises:
+            ValueError: ``classes`` names a label the dataset does not have.
+        """
         splits = datasets.build(self.loader_spec())
         big, test = splits.big, splits.test
         if self.big_size is not None:
             big = big.subset(random_indices(len(big), min(self.big_size, len(big)), 0)[0])
         if self.test_size is not None:
             test = test.subset(random_indices(len(test), min(self.test_size, len(test)), 0)[0])
-        return dataclasses.replace(splits, big=big, test=test)
+        splits = dataclasses.replace(splits, big=big, test=test)
+        return splits if self.classes is None else _keep_classes(splits, self.classes)
+
+
+def _keep_classes(splits: DomainSplits, classes: list[int]) -> DomainSplits:
+    """The rows of ``classes`` in every split, labels replaced by their position in ``classes``."""
+    declared = splits.num_classes
+    outside = [c for c in classes if declared is not None and c >= declared]
+    if outside:
+        raise ValueError(f"classes: {outside[0]} is not a class of the dataset (0–{declared - 1})")
+    parts = (splits.big, splits.small, splits.test)
+    top = max([*classes, *(int(part.y.max()) for part in parts if len(part))])
+    code = torch.full((top + 1,), -1)
+    code[torch.tensor(classes)] = torch.arange(len(classes))
+
+    def keep(data: ArrayData) -> ArrayData:
+        rows = (code[data.y] >= 0).nonzero().squeeze(1)
+        return ArrayData(data.x[rows], code[data.y[rows]])
+
+    return DomainSplits(
+        big=keep(splits.big),
+        small=keep(splits.small),
+        test=keep(splits.test),
+        num_classes=len(classes),
+    )
 
 
 class TeacherConfig(_Strict):
@@ -363,11 +397,88 @@ class GDDAConfig(_Strict):
         return self
 
 
-AnyConfig = ExperimentConfig | PrivilegedConfig | GDDAConfig
+class GrowthObjectiveConfig(_Strict):
+    """φ(u) of SPEC §1.5, minimised on D1* = ψ(the teacher's training rows) before the student
+    trains on its own data: weights ``lam`` (λ1 fit on D1*, λ2 anchor ‖u − w[u]‖², λ3 robust
+    loss L3^δ at radius ``delta``, λ4 ‖∂²L/∂w²‖²_F by Hutchinson; non-negative, summing to 1),
+    ``rows`` of D1* (seeded random), and how long (``train``)."""
+
+    lam: Annotated[
+        list[Annotated[float, Field(ge=0, allow_inf_nan=False)]], Field(min_length=4, max_length=4)
+    ]
+    delta: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.1
+    robust_samples: PositiveInt = 1
+    hessian_samples: PositiveInt = 1
+    rows: PositiveInt = 1000
+    train: TrainConfig
+
+    @model_validator(mode="after")
+    def _check_sum(self) -> GrowthObjectiveConfig:
+        if abs(sum(self.lam) - 1) > 1e-9:
+            raise FieldError("lam", f"must sum to 1, found {self.lam} (sum {sum(self.lam):g})")
+        return self
+
+
+class GrowthArmConfig(_Strict):
+    """One initialisation of the grown student (SPEC §1.5): the teacher's weights at their slots
+    and the new entries by ``extension`` (`zero`, `uniform` U[0, ``theta``], `net2net` with
+    ``noise``, or `scratch`: the student's own initialisation, the baseline), then optionally
+    the growth ``objective``."""
+
+    extension: Literal["zero", "uniform", "scratch", "net2net"] = "zero"
+    theta: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.1
+    noise: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    objective: GrowthObjectiveConfig | None = None
+
+
+class GrowthStudentConfig(StudentConfig):
+    """The grown student: its ``model`` spec, how it trains, and its own dataset D2 (default the
+    teacher's)."""
+
+    data: DataConfig | None = None
+
+
+class GrowthConfig(_Strict):
+    """Anti-distillation (SPEC §1.5): a ``teacher`` trained on D1 (its ``data``, required) grown
+    into the bigger ``student`` on D2, per arm (an initialisation) and seed. ``input_map`` is ψ
+    from the teacher's inputs to the student's (for D1* and a grown first layer). Quality on
+    D2's Test: accuracy, cross-entropy, the robust loss L3^δ at radius ``delta``, the same under
+    each ``corruption`` fraction of pixels, the prediction variance across seeds, and the epochs
+    and seconds each arm takes to reach the final accuracy of the arm named ``baseline``.
+    """
+
+    kind: Literal["growth"]
+    name: str
+    description: str = ""
+    teacher: TeacherConfig
+    student: GrowthStudentConfig
+    input_map: MappingSpec = "identity"
+    arms: dict[str, GrowthArmConfig] = Field(min_length=1)
+    baseline: str = "scratch"
+    seeds: Seeds = Field(default_factory=lambda: list(range(5)))
+    delta: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.1
+    robust_samples: PositiveInt = 4
+    corruption: list[Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=list)
+    device: Device = "cpu"
+
+    @model_validator(mode="after")
+    def _check(self) -> GrowthConfig:
+        if self.teacher.data is None:
+            raise FieldError("teacher.data", "the teacher's dataset D1 is required here")
+        if self.baseline not in self.arms:
+            raise FieldError(
+                "baseline",
+                f"names no arm; arms has {', '.join(self.arms)} (found {self.baseline!r})",
+            )
+        return self
+
+
+AnyConfig = ExperimentConfig | PrivilegedConfig | GDDAConfig | GrowthConfig
 SCHEMAS: dict[str, type[AnyConfig]] = {
     "distillation": ExperimentConfig,
     "privileged": PrivilegedConfig,
     "gdda": GDDAConfig,
+    "growth": GrowthConfig,
 }
 """Config classes by their ``kind`` field (absent: ``distillation``)."""
 

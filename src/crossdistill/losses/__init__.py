@@ -1,6 +1,8 @@
 """Losses: each a function on tensors, most with a thin ``nn.Module`` holding its settings —
-distillation (SPEC §1.1–1.2), style transfer (Gatys et al.), the VAE translator (SPEC §1.3)."""
+distillation (SPEC §1.1–1.2), style transfer (Gatys et al.), the VAE translator (SPEC §1.3),
+the growth objective's robust and curvature terms (SPEC §1.5)."""
 
+from crossdistill.losses.curvature import HessianNorm, hessian_norm, rademacher
 from crossdistill.losses.distillation import (
     KDLoss,
     MultiDomainLoss,
@@ -12,6 +14,7 @@ from crossdistill.losses.distillation import (
     squared_error,
     task_loss,
 )
+from crossdistill.losses.robust import RobustLoss, box_noise, device_generator, robust_loss
 from crossdistill.losses.style import (
     StyleLoss,
     content_loss,
@@ -21,16 +24,23 @@ from crossdistill.losses.style import (
 from crossdistill.losses.vae import translator_loss
 
 __all__ = [
+    "HessianNorm",
     "KDLoss",
     "MultiDomainLoss",
     "RegressionDistillLoss",
+    "RobustLoss",
     "StyleLoss",
     "Task",
+    "box_noise",
     "content_loss",
+    "device_generator",
     "gram_matrix",
+    "hessian_norm",
     "kd_loss",
     "multidomain_loss",
+    "rademacher",
     "regression_distill_loss",
+    "robust_loss",
     "squared_error",
     "style_loss",
     "task_loss",

@@ -7,6 +7,7 @@ Importing this package also registers the datasets made with a mapping: ``genera
 from crossdistill.mappings.base import mappings
 from crossdistill.mappings.basic import (
     Compose,
+    CorruptPixels,
     DilatedConv,
     GaussianNoise,
     Identity,
@@ -15,6 +16,7 @@ from crossdistill.mappings.basic import (
     Resize,
     Rotate,
     compose,
+    corrupt_pixels,
     dilated_conv,
     gaussian_noise,
     invert,
@@ -54,6 +56,7 @@ from crossdistill.mappings.views import regular_view
 
 __all__ = [
     "Compose",
+    "CorruptPixels",
     "DilatedConv",
     "FastStyleTransfer",
     "GaussianNoise",
@@ -72,6 +75,7 @@ __all__ = [
     "VAETranslator",
     "build_translator",
     "compose",
+    "corrupt_pixels",
     "dilated_conv",
     "gaussian_noise",
     "generate_digits",

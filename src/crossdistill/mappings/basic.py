@@ -129,6 +129,42 @@ class GaussianNoise(nn.Module):
         return f"variance={self.variance}, seed={self.seed}"
 
 
+def corrupt_pixels(x: Tensor, fraction: float, generator: torch.Generator | None = None) -> Tensor:
+    """Images ``(N, C, H, W)`` with ``round(fraction · H · W)`` seeded random pixel positions of
+    each image replaced by U[0, 1] values (in every channel); ``fraction`` 0 returns ``x``."""
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
+    n, _, height, width = x.shape
+    count = round(fraction * height * width)
+    if count == 0:
+        return x
+    scores = torch.rand(n, height * width, generator=generator)
+    mask = torch.zeros(n, height * width, dtype=torch.bool)
+    mask.scatter_(1, scores.argsort(1)[:, :count], True)
+    noise = torch.rand(x.shape, generator=generator).to(x)
+    return torch.where(mask.reshape(n, 1, height, width).to(x.device), noise, x)
+
+
+@mappings.register("corrupt_pixels")
+class CorruptPixels(nn.Module):
+    """φ(x) = `corrupt_pixels` of ``x`` at ``fraction`` (e.g. 0.3: 30 % of each image's pixels
+    replaced by uniform noise), a fixed function of ``x`` (a generator freshly seeded with
+    ``seed`` at every call, as `GaussianNoise`)."""
+
+    def __init__(self, *, fraction: float = 0.1, seed: int = 0) -> None:
+        super().__init__()
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
+        self.fraction = fraction
+        self.seed = seed
+
+    def forward(self, x: Tensor) -> Tensor:
+        return corrupt_pixels(x, self.fraction, torch.Generator().manual_seed(self.seed))
+
+    def extra_repr(self) -> str:
+        return f"fraction={self.fraction}, seed={self.seed}"
+
+
 @mappings.register("dilated_conv")
 class DilatedConv(nn.Module):
     """Fixed per-channel 2-D convolution (N, C, H, W) → (N, C, H, W), see :func:`dilated_conv`.

@@ -2,6 +2,7 @@
 
 from .base import Batch, Method, feature_column, methods, teacher_column, teachers_read
 from .gdda import GDDAClassifier
+from .growth import GrowthObjective
 from .multidomain import Distillation, distill
 from .supervised import Supervised
 
@@ -9,6 +10,7 @@ __all__ = [
     "Batch",
     "Distillation",
     "GDDAClassifier",
+    "GrowthObjective",
     "Method",
     "Supervised",
     "distill",

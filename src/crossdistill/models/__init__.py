@@ -8,18 +8,27 @@ from crossdistill.models.files import (
     load_state_dict_file,
     load_torchscript,
 )
+from crossdistill.models.growth import EXTENSIONS, Slot, Slots, at_slot, grow
+from crossdistill.models.lstm import RowLSTM, lstm
 from crossdistill.models.mlp import mlp
 from crossdistill.models.vgg import VGGFeatures, load_vgg_features, vgg16_features, vgg19_features
 
 __all__ = [
+    "EXTENSIONS",
     "ModelFileError",
+    "RowLSTM",
+    "Slot",
+    "Slots",
     "VGGFeatures",
+    "at_slot",
     "check_outputs",
     "cnn",
     "count_parameters",
+    "grow",
     "load_state_dict_file",
     "load_torchscript",
     "load_vgg_features",
+    "lstm",
     "mlp",
     "models",
     "vgg16_features",

@@ -15,9 +15,13 @@ def cnn(
     num_outputs: int,
     channels: Sequence[int] = (32, 64),
     hidden: int = 128,
+    batch_norm: bool = False,
 ) -> nn.Sequential:
     """[Conv3×3 (padding 1) → ReLU → MaxPool2] per ``channels`` entry, then Flatten → Linear
     (``hidden``) → ReLU → Linear: (N, C, H, W) → (N, R).
+
+    ``batch_norm`` puts a ``BatchNorm2d`` after each convolution, before its ReLU (the default,
+    False, builds the same modules, and draws the same initial weights, as before the option).
 
     Each pooling halves H and W (rounding down), so 28×28, 32×32 and 8×8 inputs all fit the
     default two stages; an input too small for the stages is a ``ValueError``.
@@ -29,14 +33,15 @@ def cnn(
         raise ValueError(
             f"channels and hidden: expected positive integers, found {list(channels)}, {hidden}"
         )
+    if not isinstance(batch_norm, bool):
+        raise ValueError(f"batch_norm: expected true or false, found {batch_norm!r}")
     in_channels, height, width = in_shape
     layers: list[nn.Module] = []
     for out_channels in channels:
-        layers += [
-            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        ]
+        layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out_channels))
+        layers += [nn.ReLU(), nn.MaxPool2d(2)]
         in_channels, height, width = out_channels, height // 2, width // 2
     if height < 1 or width < 1:
         raise ValueError(f"in_shape {tuple(in_shape)} is too small for {len(channels)} poolings")
