@@ -51,6 +51,8 @@ def test_growth_runs_every_initialisation_and_reports_convergence(tmp_path) -> N
         assert cells[arm, "parameters"]["mean"] == 64 * 16 + 16 + 16 * 10 + 10
         assert cells[arm, "teacher_parameters"]["mean"] == 64 * 8 + 8 + 8 * 10 + 10
         assert cells[arm, "prediction_variance"]["mean"] > 0
+    assert cells["objective", "objective_seconds"]["mean"] > 0
+    assert ("zero", "objective_seconds") not in cells
     # the scratch arm reaches its own final mean accuracy by its last epoch in at least one seed
     assert cells["scratch", "reached_scratch"]["mean"] > 0
     results = read_csv(out / "results.csv")

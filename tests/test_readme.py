@@ -70,3 +70,10 @@ def test_readme_gdda_example_trusts_the_good_teacher() -> None:
     namespace = _run_example(3)
     weights = namespace["model"].lambda_
     assert weights[1] > 0.5 and weights[2] < 0.1
+
+
+def test_readme_growth_example_keeps_the_teachers_logits() -> None:
+    namespace = _run_example(4)
+    student, teacher, x = namespace["student"], namespace["teacher"], namespace["x"]
+    assert (student(x)[:, :5] - teacher(x)).abs().max() < 1e-5
+    assert tuple(namespace["slots"]["1.weight"][0].shape) == (8,)

@@ -142,7 +142,9 @@ class GrowthKind(ExperimentKind):
             slots = grow(
                 self.teacher, student, arm.extension, theta=arm.theta, noise=arm.noise, seed=seed
             )
+            objective_seconds = None
             if arm.objective is not None:
+                start = time.perf_counter()
                 rows = random_indices(
                     len(self.teacher_big), min(arm.objective.rows, len(self.teacher_big)), seed
                 )[0]
@@ -156,6 +158,7 @@ class GrowthKind(ExperimentKind):
                     name=f"growth objective of arm {unit!r}, seed {seed}",
                     **training(arm.objective.train),
                 )
+                objective_seconds = time.perf_counter() - start
             history = fit(
                 Supervised(student),
                 self.d2.small,
@@ -172,6 +175,8 @@ class GrowthKind(ExperimentKind):
                 "cross_entropy": history[-1]["cross_entropy"],
                 "robust_loss": self._robust(student, test, seed),
             }
+            if objective_seconds is not None:  # minimising φ on D1*, before training on D2
+                final["objective_seconds"] = objective_seconds
             for fraction in self.config.corruption:
                 corrupt = mappings.build(
                     {"name": "corrupt_pixels", "fraction": fraction, "seed": seed}
@@ -215,8 +220,11 @@ class GrowthKind(ExperimentKind):
                 self.out / "figures" / "corruption.png",
                 self.config.name,
             )
+        d1, d2 = self.config.teacher.data, self.config.student.data or self.config.teacher.data
         caption = (
-            f"**{self.config.name}**: last-epoch Test metrics of D2, mean ± std over "
+            f"**{self.config.name}**: teacher on D1 = {d1.name} (Big, {len(self.teacher_big):,} "
+            f"rows), student on D2 = {d2.name} (Small, {len(self.d2.small):,} rows); last-epoch "
+            f"metrics on D2's Test ({len(self.d2.test):,} rows), mean ± std over "
             f"{len(self.config.seeds)} seeds; `epochs_to_{self.config.baseline}` / "
             f"`seconds_to_{self.config.baseline}`: training epochs and seconds to reach the "
             f"`{self.config.baseline}` arm's final mean accuracy (over the seeds that reached it, "

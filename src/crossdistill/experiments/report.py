@@ -33,6 +33,8 @@ METRIC_LABELS = {
     "temperature": "T",
     "parameters": "student parameters",
     "teacher_parameters": "teacher parameters",
+    "robust_loss": "robust loss L3^δ",
+    "prediction_variance": "prediction variance",
 }
 
 
