@@ -77,3 +77,14 @@ def test_readme_growth_example_keeps_the_teachers_logits() -> None:
     student, teacher, x = namespace["student"], namespace["teacher"], namespace["x"]
     assert (student(x)[:, :5] - teacher(x)).abs().max() < 1e-5
     assert tuple(namespace["slots"]["1.weight"][0].shape) == (8,)
+
+
+def test_readme_multiteacher_example_merges_aligns_and_teaches() -> None:
+    namespace = _run_example(5)
+    soft = namespace["soft"]
+    assert soft.shape == (200, 10)
+    assert soft.sum(1).sub(1).abs().max() < 1e-5
+    assert namespace["latent"].shape == (200, 8)
+    last = namespace["history"][-1]
+    assert {"train_labels", "train_teachers", "train_latent"} <= set(last)
+    assert last["accuracy"] > 0.8

@@ -158,10 +158,10 @@ class DataConfig(_Strict):
         if self.test_size is not None:
             test = test.subset(random_indices(len(test), min(self.test_size, len(test)), 0)[0])
         splits = dataclasses.replace(splits, big=big, test=test)
-        return splits if self.classes is None else _keep_classes(splits, self.classes)
+        return splits if self.classes is None else keep_classes(splits, self.classes)
 
 
-def _keep_classes(splits: DomainSplits, classes: list[int]) -> DomainSplits:
+def keep_classes(splits: DomainSplits, classes: list[int]) -> DomainSplits:
     """The rows of ``classes`` in every split, labels replaced by their position in ``classes``."""
     declared = splits.num_classes
     outside = [c for c in classes if declared is not None and c >= declared]
@@ -230,7 +230,24 @@ class StudentConfig(_Strict):
     train: TrainConfig
 
 
-class ArmConfig(_Strict):
+class SweptArm(_Strict):
+    """An arm's loss weight λ and temperature T, each one value or a sweep (a list to choose
+    from on validation data)."""
+
+    lam: Sweep
+    temperature: Sweep = 1.0
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> SweptArm:
+        _check_sweeps(self.lam, self.temperature)
+        return self
+
+    def settings(self) -> list[tuple[float, float]]:
+        """Every (λ, T) pair of the sweep, in config order."""
+        return list(itertools.product(_as_list(self.lam), _as_list(self.temperature)))
+
+
+class ArmConfig(SweptArm):
     """One compared arm: a registered ``method`` (default ``distillation``, SPEC §1.2) with the
     loss weight λ (1 = no teacher), temperature T, the ``teacher`` it learns from (by name;
     default the config's only teacher) and the mapping φ in front of it.
@@ -241,27 +258,11 @@ class ArmConfig(_Strict):
     takes the ones its constructor names.
     """
 
-    lam: Sweep
-    temperature: Sweep = 1.0
     mapping: MappingSpec = "identity"
     teacher: str | None = None
     method: MethodSpec = "distillation"
     t2_scale: bool = True
     soften_student: bool = True
-
-    @model_validator(mode="after")
-    def _check_ranges(self) -> ArmConfig:
-        for lam in _as_list(self.lam):
-            if not 0.0 <= lam <= 1.0:
-                raise FieldError("lam", f"must lie in [0, 1], found {lam}")
-        for temperature in _as_list(self.temperature):
-            if temperature <= 0:
-                raise FieldError("temperature", f"must be positive, found {temperature}")
-        return self
-
-    def settings(self) -> list[tuple[float, float]]:
-        """Every (λ, T) pair of the sweep, in config order."""
-        return list(itertools.product(_as_list(self.lam), _as_list(self.temperature)))
 
 
 class ExperimentConfig(_Strict):
@@ -473,12 +474,111 @@ class GrowthConfig(_Strict):
         return self
 
 
-AnyConfig = ExperimentConfig | PrivilegedConfig | GDDAConfig | GrowthConfig
+class MultiTeacherTeacherConfig(TeacherConfig):
+    """A teacher of a multi-teacher config (SPEC §1.7) with its own, incomplete view of the
+    experiment's data: only the Big rows of ``classes`` (its outputs are those classes, in that
+    order), a seeded random subset of ``rows`` Big rows (drawn with ``seed``), and the
+    ``transform`` φ, applied to its training data and to every input it is shown (the
+    student's too). ``layer`` is the submodule (module path) whose output is its hidden
+    representation for the shared latent. Trained here or loaded (see `TeacherConfig`; a
+    loaded teacher's view of the data must be the one it was trained on)."""
+
+    data: None = None
+    classes: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2)] | None = None
+    rows: PositiveInt | None = None
+    layer: str
+
+    @model_validator(mode="after")
+    def _check_classes(self) -> MultiTeacherTeacherConfig:
+        if self.classes is not None:
+            try:
+                _unique(self.classes)
+            except ValueError as error:
+                raise FieldError("classes", str(error)) from None
+        return self
+
+
+class MultiTeacherStudentConfig(StudentConfig):
+    """The student: its model, how it trains, and ``layer``, the submodule (module path) whose
+    output is projected into the shared latent."""
+
+    layer: str
+
+
+class LatentConfig(_Strict):
+    """The shared latent of SPEC §1.7: each teacher's hidden layer reduced to ``reduce``
+    principal components, encoded into ``size`` dimensions by an autoencoder (``hidden``-unit
+    encoders and decoders) trained by ``train`` on the student's training rows with the
+    reconstruction loss plus ``triplet_weight`` × the triplet loss at margin ``margin``; the
+    student's projection of its hidden layer matches the (standardised) latent with weight
+    ``weight``."""
+
+    size: PositiveInt = 16
+    reduce: PositiveInt = 32
+    hidden: PositiveInt = 64
+    margin: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    triplet_weight: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    weight: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=100, batch_size=128))
+
+
+class MultiTeacherArmConfig(SweptArm):
+    """One compared arm of a multi-teacher config: the ``teachers`` it learns from (``all``,
+    a list of names, or ``best_one``: the single teacher chosen on validation with λ and T),
+    how their soft labels are weighted (``average``: equal weights; ``confidence``: CA-MKD's
+    per-sample weights), and whether the student also matches the shared latent
+    (``latent``: ``none``, ``reconstruction``: the autoencoder trained by reconstruction alone,
+    ``triplet``: reconstruction and the triplet loss). λ (1: no soft labels) and T may be
+    sweeps, chosen on the validation part of Small."""
+
+    teachers: Literal["all", "best_one"] | Annotated[list[str], Field(min_length=1)] = "all"
+    weighting: Literal["average", "confidence"] = "average"
+    latent: Literal["none", "reconstruction", "triplet"] = "none"
+
+
+class MultiTeacherConfig(_Strict):
+    """Multi-teacher distillation through a shared latent (SPEC §1.7): ``teachers`` (≥ 1, each
+    with its own architecture and view of ``data``) trained on Big, the ``student`` on Small
+    (``validation`` rows of it held out to choose λ, T and a single teacher), every arm × seed
+    scored on Test; ``latent`` configures the shared latent of the arms that use it."""
+
+    kind: Literal["multiteacher"]
+    name: str
+    description: str = ""
+    data: DataConfig
+    teachers: dict[str, MultiTeacherTeacherConfig] = Field(min_length=1)
+    student: MultiTeacherStudentConfig
+    latent: LatentConfig = Field(default_factory=LatentConfig)
+    arms: dict[str, MultiTeacherArmConfig] = Field(min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
+    validation: PositiveInt = 200
+    device: Device = "cpu"
+
+    @model_validator(mode="after")
+    def _check_arms(self) -> MultiTeacherConfig:
+        for name, arm in self.arms.items():
+            if isinstance(arm.teachers, list):
+                unknown = [t for t in arm.teachers if t not in self.teachers]
+                if unknown:
+                    raise FieldError(
+                        f"arms.{name}.teachers",
+                        f"names teacher {unknown[0]!r}; teachers has {', '.join(self.teachers)}",
+                    )
+                _unique(arm.teachers)
+        return self
+
+    def teachers_of(self, arm: MultiTeacherArmConfig) -> list[str]:
+        """The teachers an arm may read (for ``best_one``, the candidates)."""
+        return arm.teachers if isinstance(arm.teachers, list) else list(self.teachers)
+
+
+AnyConfig = ExperimentConfig | PrivilegedConfig | GDDAConfig | GrowthConfig | MultiTeacherConfig
 SCHEMAS: dict[str, type[AnyConfig]] = {
     "distillation": ExperimentConfig,
     "privileged": PrivilegedConfig,
     "gdda": GDDAConfig,
     "growth": GrowthConfig,
+    "multiteacher": MultiTeacherConfig,
 }
 """Config classes by their ``kind`` field (absent: ``distillation``)."""
 
@@ -499,6 +599,16 @@ def _check_arm_teachers(arms: dict[str, ArmConfig], teachers: dict[str, Any]) ->
                 f"arms.{name}.teacher",
                 f"names teacher {arm.teacher!r}; teachers has {', '.join(teachers) or 'none'}",
             )
+
+
+def _check_sweeps(lam: Sweep, temperature: Sweep) -> None:
+    """Every λ in [0, 1] and every T > 0."""
+    for value in _as_list(lam):
+        if not 0.0 <= value <= 1.0:
+            raise FieldError("lam", f"must lie in [0, 1], found {value}")
+    for value in _as_list(temperature):
+        if value <= 0:
+            raise FieldError("temperature", f"must be positive, found {value}")
 
 
 def _as_list(value: Sweep) -> list[float]:

@@ -1,6 +1,6 @@
 """Losses: each a function on tensors, most with a thin ``nn.Module`` holding its settings —
 distillation (SPEC §1.1–1.2), style transfer (Gatys et al.), the VAE translator (SPEC §1.3),
-the growth objective's robust and curvature terms (SPEC §1.5)."""
+the growth objective's robust and curvature terms (SPEC §1.5), the triplet loss (SPEC §1.7)."""
 
 from crossdistill.losses.curvature import HessianNorm, hessian_norm, rademacher
 from crossdistill.losses.distillation import (
@@ -21,6 +21,7 @@ from crossdistill.losses.style import (
     gram_matrix,
     style_loss,
 )
+from crossdistill.losses.triplet import TripletLoss, class_triplets, triplet_loss
 from crossdistill.losses.vae import translator_loss
 
 __all__ = [
@@ -30,8 +31,10 @@ __all__ = [
     "RegressionDistillLoss",
     "RobustLoss",
     "StyleLoss",
+    "TripletLoss",
     "Task",
     "box_noise",
+    "class_triplets",
     "content_loss",
     "device_generator",
     "gram_matrix",
@@ -45,4 +48,5 @@ __all__ = [
     "style_loss",
     "task_loss",
     "translator_loss",
+    "triplet_loss",
 ]

@@ -4,6 +4,13 @@ from .base import Batch, Method, feature_column, methods, teacher_column, teache
 from .gdda import GDDAClassifier
 from .growth import GrowthObjective
 from .multidomain import Distillation, distill
+from .multiteacher import (
+    LatentAlignment,
+    LatentAutoencoder,
+    MultiTeacherDistillation,
+    confidence_weights,
+    merge_soft_labels,
+)
 from .supervised import Supervised
 
 __all__ = [
@@ -11,10 +18,15 @@ __all__ = [
     "Distillation",
     "GDDAClassifier",
     "GrowthObjective",
+    "LatentAlignment",
+    "LatentAutoencoder",
     "Method",
+    "MultiTeacherDistillation",
     "Supervised",
+    "confidence_weights",
     "distill",
     "feature_column",
+    "merge_soft_labels",
     "methods",
     "teacher_column",
     "teachers_read",

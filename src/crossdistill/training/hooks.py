@@ -9,17 +9,21 @@ from torch import Tensor, nn
 
 
 @contextmanager
-def capture(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, list[Tensor]]]:
+def capture(
+    model: nn.Module, layers: Sequence[str], detach: bool = True
+) -> Iterator[dict[str, list[Tensor]]]:
     """Record the outputs of ``model``'s submodules ``layers`` while inside.
 
     Args:
         model: any module; ``layers`` name its submodules by path as ``named_modules`` does
             (``"1"`` in a ``Sequential``, ``"features.3"``, ``"blocks.0.conv"``).
         layers: the paths to record.
+        detach: record the outputs detached (a teacher's features); ``False`` keeps them in the
+            graph, for a loss on a student's hidden layer.
 
     Yields:
-        ``{layer: [output of each forward call while inside, ...]}``, the tensors detached;
-        the hooks are removed on exit.
+        ``{layer: [output of each forward call while inside, ...]}``; the hooks are removed on
+        exit.
 
     Raises:
         ValueError: a path names no submodule (the message lists the model's paths).
@@ -37,7 +41,7 @@ def capture(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, list[
                 raise TypeError(
                     f"submodule {layer!r} returns {type(output).__name__}, not a tensor"
                 )
-            recorded[layer].append(output.detach())
+            recorded[layer].append(output.detach() if detach else output)
 
         return record
 

@@ -1,0 +1,525 @@
+"""The multi-teacher kind (SPEC §1.7, seed ``004_…``): teachers with incomplete views of the
+data, then per arm a student on Small taught by their merged soft labels and, optionally, their
+shared latent."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+from torch import Tensor, nn
+
+from ..data import ArrayData
+from ..data.arrays import random_indices
+from ..figures import save_figure
+from ..mappings import mappings
+from ..methods import (
+    LatentAlignment,
+    LatentAutoencoder,
+    MultiTeacherDistillation,
+    confidence_weights,
+    feature_column,
+    merge_soft_labels,
+)
+from ..models import check_outputs, count_parameters, models
+from ..training import TeacherCache, TeacherRun, evaluate, fit, metrics
+from ..training.hooks import capture
+from .config import (
+    ConfigError,
+    MultiTeacherArmConfig,
+    MultiTeacherConfig,
+    MultiTeacherTeacherConfig,
+    keep_classes,
+)
+from .distillation import SELECTION_SEED
+from .driver import ExperimentKind, Rows, choose, field, kinds, splits_tensors, target_size
+from .report import markdown_table, plot_curves, summarize, write_csv
+from .teachers import load_teacher, train_teacher, training
+
+TASK = "classification"
+
+LATENT_POINTS = 2000
+"""Test rows (seeded random) drawn in a latent figure."""
+
+Setting = tuple[tuple[str, ...], float, float]
+"""(the teachers read, λ, T)."""
+
+
+@dataclass
+class _View:
+    """A teacher's view of the data: its classes (indices into the full label space), its
+    transform φ, its training rows (φ applied, labels relabelled; None for a loaded teacher)
+    and its Test rows of its classes (likewise)."""
+
+    classes: Tensor
+    transform: nn.Module
+    big: ArrayData | None
+    test: ArrayData
+
+
+@kinds.register("multiteacher")
+class MultiTeacherKind(ExperimentKind):
+    """A `MultiTeacherConfig`: every teacher trained (or loaded) on its view of Big, each run
+    once over the student's Small and once over Test (with its hidden layer hooked); then per
+    arm the teachers (or the single one) and (λ, T) chosen on validation, and every seed's
+    student trained on Small and scored on Test.
+
+    The directory holds ``config.yaml``, ``inputs.json``, ``teacher.csv`` (each teacher's
+    per-epoch metrics on its own Test view), ``metrics.csv`` (per arm, seed and epoch),
+    ``selection.csv`` (validation scores), ``choices.csv`` (each arm's teachers, λ and T),
+    ``results.csv``, ``latent.csv`` (2-D coordinates of the shared latent and of the student's
+    projection on Test, first seed), ``table.csv`` / ``table.md``, ``figures/``, ``cache/``
+    (the teachers' passes), ``units/`` and ``checkpoints/``.
+    """
+
+    outputs = ("metrics", "selection", "choices", "results", "latent")
+
+    def check(self) -> None:
+        config: MultiTeacherConfig = self.config
+        with field("data"):
+            self.splits = config.data.load()
+            self.num_classes = target_size(self.splits, TASK)
+        self.record("data", *splits_tensors(self.splits))
+        small = self.splits.small
+        chosen = [a for a in config.arms.values() if len(self._settings(a)) > 1]
+        if chosen and config.validation >= len(small):
+            raise ConfigError(
+                f"field 'validation': the part of Small that chooses λ, T and teachers must "
+                f"leave rows to train on: expected fewer than {len(small)} (the size of Small), "
+                f"found {config.validation}"
+            )
+        self.views: dict[str, _View] = {}
+        self.teachers: dict[str, nn.Module] = {}
+        for name, spec in config.teachers.items():
+            at = f"teachers.{name}"
+            self.views[name] = self._view(at, spec)
+            with field(f"{at}.model" if spec.trained_here else at):
+                self.teachers[name] = self._teacher(name, spec)
+            with field(f"{at}.layer"):
+                self._layer_size(self.teachers[name], spec.layer, self.views[name].test.x[:1])
+            with field(f"{at}.transform"), torch.no_grad():
+                seen = self.views[name].transform(small.x[:1])
+                check_outputs(
+                    self.teachers[name], seen, len(self.views[name].classes), "the teacher"
+                )
+            self.record(f"{at}.transform", self.views[name].transform)
+        with field("student.model"):
+            student = self._student(0)
+            check_outputs(student, small.x[:1], self.num_classes, "the model")
+        with field("student.layer"):
+            self.hidden_size = self._layer_size(student, config.student.layer, small.x[:1])
+
+    def setup(self) -> None:
+        records = []
+        for name, spec in self.config.teachers.items():
+            view = self.views[name]
+            if spec.trained_here:
+                self.teachers[name], history = train_teacher(
+                    spec,
+                    view.big,
+                    view.test,
+                    TASK,
+                    len(view.classes),
+                    checkpoint=self.out / "checkpoints" / "teachers" / f"{name}.pt",
+                    device=self.config.device,
+                    progress=self.progress,
+                    name=f"teacher {name!r}",
+                )
+            else:
+                history = [evaluate(self.teachers[name], view.test, TASK)]
+            records += [{"teacher": name, **row} for row in history]
+        write_csv(records, self.out / "teacher.csv")
+        self.cache = TeacherCache(self.out / "cache")
+
+    def units(self) -> list[str]:
+        return list(self.config.arms)
+
+    def run_unit(self, unit: str) -> Rows:
+        """Arm ``unit``: the teachers' passes over Small, its (teachers, λ, T) chosen on
+        validation, then every seed trained on all of Small and scored on Test."""
+        arm, small, test = self.config.arms[unit], self.splits.small, self.splits.test
+        settings = self._settings(arm)
+        runs = {t: self._pass(t, small.x) for t in {t for s in settings for t in s[0]}}
+        trainer = _ArmTrainer(self, unit, arm, runs)
+        selection: list[dict] = []
+        setting = settings[0]
+        if len(settings) > 1:
+            valid_idx, train_idx = random_indices(
+                len(small), self.config.validation, SELECTION_SEED
+            )
+            valid = small.subset(valid_idx)
+
+            def scores(setting: Setting) -> list[dict[str, float]]:
+                return [
+                    {"seed": seed, **evaluate(trainer.train(setting, train_idx, seed), valid, TASK)}
+                    for seed in self.config.seeds
+                ]
+
+            setting, records = choose(settings, scores, "cross_entropy")
+            selection = [{"arm": unit, **_describe(r.pop("setting")), **r} for r in records]
+        group, lam, temperature = setting
+        everything = torch.arange(len(small))
+        rows, results, latent = [], [], []
+        for seed in self.config.seeds:
+            history: list[dict] = []
+            method = trainer.train(setting, everything, seed, history)
+            rows += [{"arm": unit, "seed": seed, **h} for h in history]
+            results += [
+                {"arm": unit, "seed": seed, "metric": m, "value": history[-1][m]}
+                for m in ("accuracy", "cross_entropy")
+            ]
+            if arm.latent != "none" and not latent:
+                latent = self._latent_points(unit, trainer, group, seed, method, test)
+        arm_level = {
+            "lam": lam,
+            "temperature": temperature,
+            "parameters": count_parameters(self._student(0)),
+        }
+        if lam < 1 or arm.latent != "none":
+            arm_level["teacher_parameters"] = sum(count_parameters(self.teachers[t]) for t in group)
+        results += [
+            {"arm": unit, "seed": "", "metric": m, "value": v} for m, v in arm_level.items()
+        ]
+        choices = [{"arm": unit, **_describe(setting)}]
+        return {
+            "metrics": rows,
+            "selection": selection,
+            "choices": choices,
+            "results": results,
+            "latent": latent,
+        }
+
+    def table(self, rows: Rows) -> tuple[list[dict], str]:
+        values: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for row in rows["results"]:
+            values[row["arm"], row["metric"]].append(float(row["value"]))
+        test = self.splits.test
+        for name, view in self.views.items():
+            outputs = self._pass(name, test.x).outputs
+            rows_of = _rows_of(test.y, view.classes)
+            scores = metrics(outputs[rows_of], view.test.y, TASK)
+            values[f"teacher {name}", "teacher_accuracy"].append(scores["accuracy"])
+            values[f"teacher {name}", "teacher_cross_entropy"].append(scores["cross_entropy"])
+            values[f"teacher {name}", "teacher_parameters"].append(
+                float(count_parameters(self.teachers[name]))
+            )
+        table = summarize(values)
+        figures = self.out / "figures"
+        for metric in ("accuracy", "cross_entropy"):
+            plot_curves(rows["metrics"], metric, figures / f"{metric}.png", self.config.name)
+        points: dict[str, list[dict]] = defaultdict(list)
+        for row in rows["latent"]:
+            points[row["arm"]].append(row)
+        for arm, found in points.items():
+            _plot_latent(found, figures / f"latent_{arm}.png", f"{self.config.name}: {arm}")
+        return table, markdown_table(table, self._caption(rows["choices"]))
+
+    def _caption(self, choices: list[dict]) -> str:
+        config, splits = self.config, self.splits
+        views = []
+        for name, spec in config.teachers.items():
+            parts = [spec.model["name"] if isinstance(spec.model, dict) else str(spec.model)]
+            if spec.classes is not None:
+                parts.append(f"classes {spec.classes}")
+            if spec.rows is not None:
+                parts.append(f"{spec.rows:,} rows of Big")
+            if spec.transform != "identity":
+                parts.append(f"φ = {spec.transform}")
+            views.append(f"`{name}` ({', '.join(parts)})")
+        chosen = "; ".join(
+            f"{c['arm']}: {c['teachers'] or 'none'}, λ={float(c['lam']):g}, "
+            f"T={float(c['temperature']):g}"
+            for c in choices
+        )
+        return (
+            f"**{config.name}**: data {config.data.loader_spec()}; teachers {', '.join(views)} "
+            f"trained on their view of Big ({len(splits.big):,} rows); student on Small "
+            f"({len(splits.small):,} rows), last-epoch metrics on Test ({len(splits.test):,} "
+            f"rows), mean ± std over {len(config.seeds)} seeds; teachers' rows: each on its own "
+            f"view of Test. Chosen on validation ({config.validation} rows of Small): {chosen}."
+        )
+
+    def _settings(self, arm: MultiTeacherArmConfig) -> list[Setting]:
+        """The arm's candidate (teachers, λ, T): a single teacher each for ``best_one``, no
+        teacher when nothing of them is used."""
+        uses = any(lam < 1 for lam, _ in arm.settings()) or arm.latent != "none"
+        teachers = self.config.teachers_of(arm)
+        if not uses:
+            groups: list[tuple[str, ...]] = [()]
+        elif arm.teachers == "best_one":
+            groups = [(t,) for t in teachers]
+        else:
+            groups = [tuple(teachers)]
+        return [(g, lam, t) for g in groups for lam, t in arm.settings()]
+
+    def _view(self, at: str, spec: MultiTeacherTeacherConfig) -> _View:
+        """The view of teacher field ``at``: its classes, rows and transform of the data."""
+        classes = spec.classes if spec.classes is not None else list(range(self.num_classes))
+        with field(f"{at}.classes"):
+            outside = [c for c in classes if c >= self.num_classes]
+            if outside:
+                raise ValueError(
+                    f"{outside[0]} is not a class of the data (0–{self.num_classes - 1})"
+                )
+            splits = self.splits if spec.classes is None else keep_classes(self.splits, classes)
+        big = splits.big
+        if spec.rows is not None:
+            with field(f"{at}.rows"):
+                if spec.rows > len(big):
+                    raise ValueError(
+                        f"expected at most the {len(big):,} rows of its Big, found {spec.rows:,}"
+                    )
+            big = big.subset(random_indices(len(big), spec.rows, spec.seed)[0])
+        with field(f"{at}.transform"):
+            transform = mappings.build(spec.transform)
+            test = splits.test.map_x(transform)
+            big = big.map_x(transform) if spec.trained_here else None
+        return _View(torch.tensor(classes), transform, big, test)
+
+    def _teacher(self, name: str, spec: MultiTeacherTeacherConfig) -> nn.Module:
+        """The teacher's model: built (untrained, until `setup`) or loaded from its file."""
+        view = self.views[name]
+        if spec.trained_here:
+            torch.manual_seed(spec.seed)
+            model = models.build(
+                spec.model, in_shape=tuple(view.test.x.shape[1:]), num_outputs=len(view.classes)
+            ).to(self.config.device)
+            check_outputs(model, view.test.x[:1], len(view.classes), "the model")
+            return model
+        model = load_teacher(name, spec, view.test, len(view.classes), self.config.device)
+        self.record(f"teachers.{name}", model)
+        return model
+
+    def _layer_size(self, model: nn.Module, layer: str, example: Tensor) -> int:
+        """The flattened size of ``model``'s submodule ``layer``'s output on one row."""
+        was_training = model.training
+        model.eval()
+        with torch.no_grad(), capture(model, [layer]) as recorded:
+            model(example.to(self.config.device))
+        model.train(was_training)
+        return recorded[layer][0][0].numel()
+
+    def _pass(self, name: str, x: Tensor) -> TeacherRun:
+        """Teacher ``name`` over ``x`` (through its φ) with its layer hooked, from the cache."""
+        spec = self.config.teachers[name]
+        return self.cache.run(
+            self.teachers[name],
+            self.views[name].transform,
+            x,
+            [spec.layer],
+            name=f"teacher {name!r}",
+        )
+
+    def _student(self, seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return models.build(
+            self.config.student.model,
+            in_shape=tuple(self.splits.small.x.shape[1:]),
+            num_outputs=self.num_classes,
+        ).to(self.config.device)
+
+    def _latent_points(
+        self,
+        unit: str,
+        trainer: _ArmTrainer,
+        group: tuple[str, ...],
+        seed: int,
+        method: MultiTeacherDistillation,
+        test: ArrayData,
+    ) -> list[dict]:
+        """The shared latent of the teachers' Test features and the student's projection of
+        Test, both in the first two principal axes of the former, on `LATENT_POINTS` rows."""
+        runs = {t: self._pass(t, test.x) for t in group}
+        shown = random_indices(len(test), min(LATENT_POINTS, len(test)), 0)[0]
+        latent = trainer.latent_of(group, seed, runs)[shown]
+        method.eval()
+        student = method.project(test.x[shown].to(self.config.device)).cpu()
+        centre = latent.mean(0)
+        axes = torch.linalg.svd(latent - centre, full_matrices=False)[2][:2].T
+        points = []
+        for space, value in (("teachers", latent), ("student", student)):
+            flat = (value - centre) @ axes
+            points += [
+                {"arm": unit, "space": space, "x": float(a), "y": float(b), "label": int(c)}
+                for (a, b), c in zip(flat.tolist(), test.y[shown].tolist(), strict=True)
+            ]
+        return points
+
+
+class _ArmTrainer:
+    """Trains one arm's students: soft labels merged once per (teachers, T) over Small, the
+    shared latent trained once per (teachers, rows, seed)."""
+
+    def __init__(
+        self,
+        kind: MultiTeacherKind,
+        unit: str,
+        arm: MultiTeacherArmConfig,
+        runs: dict[str, TeacherRun],
+    ) -> None:
+        self.kind, self.unit, self.arm, self.runs = kind, unit, arm, runs
+        self._soft: dict[tuple, Tensor] = {}
+        self._latents: dict[tuple, tuple[LatentAutoencoder, Tensor, Tensor, Tensor]] = {}
+
+    def train(
+        self,
+        setting: Setting,
+        rows: Tensor,
+        seed: int,
+        history: list[dict] | None = None,
+    ) -> MultiTeacherDistillation:
+        """A student of ``setting`` trained on Small's ``rows``; with ``history`` (a list it
+        fills) the run on all of Small, scored on Test every epoch."""
+        kind, small = self.kind, self.kind.splits.small
+        group, lam, temperature = setting
+        columns = {"x": small.x[rows], "y": small.y[rows]}
+        if lam < 1:
+            columns["soft_labels"] = self.soft_labels(group, temperature)[rows]
+        latent_size = None
+        if self.arm.latent != "none":
+            latent = self.latent(group, rows, seed)[1]
+            columns["latent"] = latent
+            latent_size = latent.shape[1]
+        config = kind.config
+        method = MultiTeacherDistillation(
+            kind._student(seed),
+            lam=lam,
+            temperature=temperature,
+            latent_weight=config.latent.weight if latent_size else 0.0,
+            layer=config.student.layer,
+            hidden_size=kind.hidden_size,
+            latent_size=latent_size,
+        ).to(config.device)
+        final = history is not None
+        label = _label(setting)
+        checkpoints = kind.out / "checkpoints"
+        found = fit(
+            method,
+            columns,
+            seed=seed,
+            validate=(lambda model: evaluate(model, kind.splits.test, TASK)) if final else None,
+            checkpoint=checkpoints / f"{self.unit}-seed{seed}.pt"
+            if final
+            else checkpoints / "selection" / f"{self.unit}-{label}-seed{seed}.pt",
+            progress=kind.progress,
+            name=f"student of arm {self.unit!r}, seed {seed}"
+            + ("" if final else f" at {label} (choosing on validation)"),
+            **training(config.student.train),
+        )
+        if final:
+            history += found
+        return method
+
+    def soft_labels(self, group: tuple[str, ...], temperature: float) -> Tensor:
+        """``(N, C)`` merged soft labels of ``group`` at ``temperature`` on all of Small."""
+        key = (group, temperature)
+        if key not in self._soft:
+            kind = self.kind
+            classes = [kind.views[t].classes for t in group]
+            weights = None
+            if self.arm.weighting == "confidence":
+                plain = [self.runs[t].outputs.softmax(1) for t in group]
+                weights = confidence_weights(plain, classes, kind.splits.small.y)
+            softened = [(self.runs[t].outputs / temperature).softmax(1) for t in group]
+            self._soft[key] = merge_soft_labels(softened, classes, kind.num_classes, weights)
+        return self._soft[key]
+
+    def latent(
+        self, group: tuple[str, ...], rows: Tensor, seed: int
+    ) -> tuple[LatentAutoencoder, Tensor, Tensor, Tensor]:
+        """The autoencoder of ``group`` trained on Small's ``rows`` (seeded by ``seed``), the
+        standardised latent ``(len(rows), size)`` of those rows, and the centre ``(size,)`` and
+        scale (a scalar) that standardised it."""
+        key = (group, tuple(rows.tolist()), seed)
+        if key not in self._latents:
+            kind, config = self.kind, self.kind.config
+            layers = {t: config.teachers[t].layer for t in group}
+            features = {t: self.runs[t].features[layers[t]][rows] for t in group}
+            torch.manual_seed(seed)
+            autoencoder = LatentAutoencoder(
+                features, config.latent.size, config.latent.reduce, config.latent.hidden
+            ).to(config.device)
+            alignment = LatentAlignment(
+                autoencoder,
+                {t: feature_column(t, layers[t]) for t in group},
+                margin=config.latent.margin,
+                triplet_weight=config.latent.triplet_weight if self.arm.latent == "triplet" else 0,
+            )
+            part = "all" if len(rows) == len(kind.splits.small) else "selection"
+            fit(
+                alignment,
+                {"y": kind.splits.small.y[rows]}
+                | {feature_column(t, layers[t]): features[t] for t in group},
+                seed=seed,
+                checkpoint=kind.out
+                / "checkpoints"
+                / "latent"
+                / f"{self.unit}-{'+'.join(group)}-{part}-seed{seed}.pt",
+                progress=kind.progress,
+                name=f"shared latent of arm {self.unit!r}, seed {seed}",
+                **training(config.latent.train),
+            )
+            autoencoder.eval()
+            with torch.no_grad():
+                latent = autoencoder(features).cpu()
+            centre, scale = latent.mean(0), latent.std().clamp_min(1e-12)
+            self._latents[key] = (autoencoder, (latent - centre) / scale, centre, scale)
+        return self._latents[key]
+
+    def latent_of(self, group: tuple[str, ...], seed: int, runs: dict[str, TeacherRun]) -> Tensor:
+        """The standardised shared latent of the teachers' passes ``runs`` (e.g. over Test),
+        by the autoencoder trained on all of Small with ``seed``."""
+        everything = torch.arange(len(self.kind.splits.small))
+        autoencoder, _, centre, scale = self.latent(group, everything, seed)
+        layers = {t: self.kind.config.teachers[t].layer for t in group}
+        with torch.no_grad():
+            latent = autoencoder({t: runs[t].features[layers[t]] for t in group}).cpu()
+        return (latent - centre) / scale
+
+
+def _rows_of(labels: Tensor, classes: Tensor) -> Tensor:
+    """The rows whose label is one of ``classes``."""
+    return torch.isin(labels, classes).nonzero().squeeze(1)
+
+
+def _describe(setting: Setting) -> dict:
+    group, lam, temperature = setting
+    return {"teachers": "+".join(group), "lam": lam, "temperature": temperature}
+
+
+def _label(setting: Setting) -> str:
+    group, lam, temperature = setting
+    return f"{'+'.join(group) or 'none'}-lam{lam:g}-T{temperature:g}"
+
+
+def _plot_latent(points: list[dict], path: Path, title: str) -> None:
+    """Two scatter panels, the teachers' shared latent and the student's projection, coloured
+    by class."""
+    figure, panels = plt.subplots(1, 2, figsize=(10, 4.5), sharex=True, sharey=True)
+    for axes, space, heading in zip(
+        panels,
+        ("teachers", "student"),
+        ("teachers' shared latent", "student's projection"),
+        strict=True,
+    ):
+        shown = [p for p in points if p["space"] == space]
+        scatter = axes.scatter(
+            [float(p["x"]) for p in shown],
+            [float(p["y"]) for p in shown],
+            c=[int(p["label"]) for p in shown],
+            cmap="tab10",
+            s=4,
+            vmin=-0.5,
+            vmax=max(int(p["label"]) for p in points) + 0.5,
+        )
+        axes.set_title(heading)
+        axes.set_xlabel("latent axis 1")
+        axes.grid(alpha=0.3)
+    panels[0].set_ylabel("latent axis 2")
+    figure.colorbar(scatter, ax=panels, label="class")
+    figure.suptitle(title + " (Test, first seed)")
+    save_figure(figure, path)
+    plt.close(figure)

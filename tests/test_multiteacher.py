@@ -1,0 +1,284 @@
+"""Multi-teacher distillation through a shared latent (SPEC §1.7): the triplet loss, the merge of
+class-subset teachers' soft labels, CA-MKD's weights, the latent autoencoder, and the kind end
+to end on the embedded digits."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from crossdistill.experiments import ConfigError, load_config, run_experiment
+from crossdistill.experiments.report import read_csv
+from crossdistill.losses import TripletLoss, class_triplets, triplet_loss
+from crossdistill.methods.multiteacher import (
+    LatentAlignment,
+    LatentAutoencoder,
+    MultiTeacherDistillation,
+    confidence_weights,
+    merge_soft_labels,
+)
+from crossdistill.training import cache as cache_module
+from crossdistill.training import fit
+
+
+def test_triplet_loss_is_the_hand_computation() -> None:
+    anchor = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    positive = torch.tensor([[1.0, 0.0], [1.0, 2.0]])
+    negative = torch.tensor([[0.0, 0.5], [4.0, 5.0]])
+    # row 0: max(0, 1 + 1 − 0.25) = 1.75; row 1: max(0, 1 + 1 − 25) = 0
+    assert triplet_loss(anchor, positive, negative, margin=1.0).item() == pytest.approx(1.75 / 2)
+    assert TripletLoss(margin=2.0)(anchor, positive, negative).item() == pytest.approx(2.75 / 2)
+
+
+def test_triplet_loss_is_zero_when_every_margin_is_met() -> None:
+    anchor = torch.zeros(3, 4)
+    positive = torch.full((3, 4), 0.1)  # ‖a − p‖² = 0.04
+    negative = torch.ones(3, 4)  # ‖a − n‖² = 4
+    assert triplet_loss(anchor, positive, negative, margin=3.9).item() == 0.0
+    assert triplet_loss(anchor, positive, negative, margin=4.0).item() > 0.0
+
+
+def test_class_triplets_pair_each_anchor_with_its_class_and_another() -> None:
+    labels = torch.tensor([0, 0, 1, 1, 1, 2])
+    anchor, positive, negative = class_triplets(labels, torch.Generator().manual_seed(0))
+    assert anchor.tolist() == [0, 1, 2, 3, 4]  # class 2 has one row: it cannot anchor
+    assert (labels[positive] == labels[anchor]).all() and (positive != anchor).all()
+    assert (labels[negative] != labels[anchor]).all()
+    assert all(len(t) == 0 for t in class_triplets(torch.tensor([3, 3])))
+
+
+def test_merged_soft_labels_of_class_subset_teachers_are_distributions_over_all_classes() -> None:
+    torch.manual_seed(0)
+    classes = [torch.tensor([0, 1, 2, 3]), torch.tensor([3, 4, 5]), torch.tensor([5, 6, 7, 0])]
+    probabilities = [torch.randn(6, len(c)).softmax(1) for c in classes]
+    merged = merge_soft_labels(probabilities, classes, num_classes=9)
+    assert merged.shape == (6, 9)
+    assert (merged >= 0).all()
+    torch.testing.assert_close(merged.sum(1), torch.ones(6))
+    # class 8 is known to no teacher: it keeps the uniform start's share, 1/9
+    torch.testing.assert_close(merged[:, 8], torch.full((6,), 1 / 9), atol=1e-6, rtol=0)
+
+
+def test_merge_recovers_a_distribution_the_teachers_agree_on() -> None:
+    truth = torch.tensor([[0.1, 0.2, 0.3, 0.15, 0.25]])
+    classes = [torch.tensor([0, 1, 2]), torch.tensor([2, 3, 4]), torch.tensor([4, 0])]
+    conditioned = [truth[:, c] / truth[:, c].sum(1, keepdim=True) for c in classes]
+    merged = merge_soft_labels(conditioned, classes, num_classes=5, iterations=5000)
+    torch.testing.assert_close(merged, truth, atol=1e-4, rtol=0)
+
+
+def test_merge_of_teachers_that_know_every_class_is_their_weighted_average() -> None:
+    torch.manual_seed(1)
+    everything = torch.arange(4)
+    probabilities = [torch.randn(5, 4).softmax(1) for _ in range(3)]
+    weights = torch.rand(5, 3)
+    merged = merge_soft_labels(probabilities, [everything] * 3, 4, weights)
+    expected = sum(w[:, None] * p for w, p in zip(weights.T, probabilities, strict=True))
+    torch.testing.assert_close(merged, expected / weights.sum(1, keepdim=True))
+    plain = merge_soft_labels(probabilities, [everything] * 3, 4)
+    torch.testing.assert_close(plain, sum(probabilities) / 3)
+
+
+def test_one_teacher_of_k_classes_gives_them_mass_k_over_c() -> None:
+    p = torch.tensor([[0.5, 0.3, 0.2]])
+    merged = merge_soft_labels([p], [torch.tensor([1, 2, 4])], num_classes=6)
+    torch.testing.assert_close(merged[0, [1, 2, 4]], p[0] * 3 / 6)
+    torch.testing.assert_close(merged[0, [0, 3, 5]], torch.full((3,), 1 / 6))
+
+
+def test_confidence_weights_are_ca_mkd_over_the_teachers_that_know_the_label() -> None:
+    classes = [torch.arange(3), torch.arange(3), torch.tensor([1, 2])]
+    probabilities = [
+        torch.tensor([[0.7, 0.2, 0.1], [0.2, 0.2, 0.6]]),
+        torch.tensor([[0.4, 0.4, 0.2], [0.1, 0.8, 0.1]]),
+        torch.tensor([[0.5, 0.5], [0.3, 0.7]]),
+    ]
+    labels = torch.tensor([0, 1])
+    weights = confidence_weights(probabilities, classes, labels)
+    torch.testing.assert_close(weights.sum(1), torch.ones(2))
+    # row 0: teacher 3 does not know class 0; the others split by 1 − softmax(CE)
+    ce = -torch.tensor([0.7, 0.4]).log()
+    torch.testing.assert_close(weights[0, :2], 1 - ce.softmax(0))
+    assert weights[0, 2] == 0
+    ce = -torch.tensor([0.2, 0.8, 0.3]).log()
+    torch.testing.assert_close(weights[1], (1 - ce.softmax(0)) / 2)
+    # a label only one teacher knows gives it weight 1
+    alone = confidence_weights(probabilities[2:], classes[2:], torch.tensor([1, 2]))
+    torch.testing.assert_close(alone, torch.ones(2, 1))
+
+
+def _clustered(
+    sizes: dict[str, int], rows: int = 120
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Features of different sizes per teacher, clustered by one of three classes."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(rows) % 3
+    features = {}
+    for name, size in sizes.items():
+        centres = 3 * torch.randn(3, size, generator=generator)
+        features[name] = centres[labels] + torch.randn(rows, size, generator=generator)
+    return features, labels
+
+
+def test_teachers_of_different_sizes_align_into_one_latent_of_the_configured_size() -> None:
+    features, labels = _clustered({"small": 7, "wide": 40, "image": 12})
+    features["image"] = features["image"].reshape(-1, 3, 2, 2)  # any shape, flattened
+    torch.manual_seed(0)
+    autoencoder = LatentAutoencoder(features, size=5, reduce=6, hidden=16)
+    assert autoencoder(features).shape == (120, 5)
+    assert [e[0].in_features for e in autoencoder.encoders.values()] == [6, 6, 6]
+    columns = {name: f"features/{name}/h" for name in features}
+    alignment = LatentAlignment(autoencoder, columns, margin=1.0, triplet_weight=1.0)
+    batch = {"y": labels} | {columns[n]: f for n, f in features.items()}
+    torch.manual_seed(1)
+    before = alignment.forward_train(batch)[1]["triplet"].item()
+    adam = {"name": "adam", "lr": 1e-2}
+    history = fit(alignment, batch, epochs=60, batch_size=60, optimizer=adam)
+    assert history[-1]["train_triplet"] < 0.2 * before
+    assert history[-1]["train_reconstruction"] < history[0]["train_reconstruction"]
+    # each teacher's code of a class lies nearer the other teachers' codes of that class
+    with torch.no_grad():
+        codes = autoencoder.codes(autoencoder.reduced(features))
+    centres = torch.stack([codes[:, labels == c].mean((0, 1)) for c in range(3)])
+    nearest = torch.cdist(codes.reshape(-1, 5), centres).argmin(1)
+    assert (nearest == labels.repeat(3)).float().mean() > 0.95
+
+
+def test_multi_teacher_distillation_names_its_losses_and_trains_its_projection() -> None:
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    method = MultiTeacherDistillation(
+        student, lam=0.5, temperature=2.0, latent_weight=0.3, layer="2", hidden_size=6,
+        latent_size=2,
+    )
+    assert method.columns == ("x", "y", "soft_labels", "latent")
+    batch = {
+        "x": torch.randn(5, 4),
+        "y": torch.tensor([0, 1, 2, 0, 1]),
+        "soft_labels": torch.full((5, 3), 1 / 3),
+        "latent": torch.randn(5, 2),
+    }
+    output, losses = method.forward_train(batch)
+    assert set(losses) == {"labels", "teachers", "latent"}
+    logits = student(batch["x"])
+    soft = torch.nn.functional.cross_entropy(logits / 2, batch["soft_labels"]) * 4 * 0.5
+    torch.testing.assert_close(losses["teachers"], soft)
+    sum(losses.values()).backward()
+    assert method.projection.weight.grad.abs().sum() > 0
+    assert MultiTeacherDistillation(student, lam=1.0).columns == ("x", "y")
+
+
+TINY = """
+kind: multiteacher
+name: tiny_multiteacher
+data: {name: digits, small: 200, seed: 0}
+teachers:
+  first:
+    model: {name: mlp, hidden: [16]}
+    train: {epochs: 3, batch_size: 64}
+    classes: [0, 1, 2, 3, 4, 5, 6]
+    layer: "2"
+  last:
+    model: {name: mlp, hidden: [24, 12]}
+    train: {epochs: 3, batch_size: 64}
+    classes: [4, 5, 6, 7, 8, 9]
+    layer: "4"
+  few:
+    model: {name: mlp, hidden: [20]}
+    train: {epochs: 3, batch_size: 64}
+    rows: 300
+    transform: {name: gaussian_noise, variance: 0.01, seed: 3}
+    layer: "2"
+student:
+  model: {name: mlp, hidden: [16]}
+  layer: "2"
+  train: {epochs: 3, batch_size: 32}
+latent: {size: 4, reduce: 5, hidden: 8, train: {epochs: 2, batch_size: 64}}
+validation: 50
+seeds: [0, 1]
+arms:
+  no_teacher: {lam: 1.0}
+  single_teacher_kd: {lam: 0.5, temperature: 2, teachers: best_one}
+  multi_teacher_avg: {lam: [0.3, 0.7], temperature: 2}
+  multi_teacher_confidence: {lam: 0.5, temperature: 2, weighting: confidence}
+  latent_no_triplet: {lam: 0.5, temperature: 2, latent: reconstruction}
+  latent_triplet: {lam: 0.5, temperature: 2, latent: triplet}
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "multiteacher.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_multiteacher_runs_every_arm_and_each_teacher_once_over_the_students_data(
+    tmp_path, monkeypatch
+) -> None:
+    passes: Counter = Counter()
+    original = cache_module._teacher_pass
+
+    def counted(teacher, seen, layers):
+        passes[id(teacher), len(seen)] += 1
+        return original(teacher, seen, layers)
+
+    monkeypatch.setattr(cache_module, "_teacher_pass", counted)
+    out = tmp_path / "run"
+    table = run_experiment(load_config(_write(tmp_path, TINY)), out, progress=False)
+    # three teachers, each once over Small (200 rows) and once over Test (397 rows)
+    assert sorted(n for _, n in passes) == [200] * 3 + [397] * 3
+    assert set(passes.values()) == {1}
+    cells = {(row["arm"], row["metric"]): row for row in table}
+    arms = ("no_teacher", "single_teacher_kd", "multi_teacher_avg",
+            "multi_teacher_confidence", "latent_no_triplet", "latent_triplet")
+    for arm in arms:
+        assert cells[arm, "accuracy"]["n"] == 2
+        assert cells[arm, "parameters"]["mean"] == 64 * 16 + 16 + 16 * 10 + 10
+    assert ("no_teacher", "teacher_parameters") not in cells
+    assert cells["multi_teacher_avg", "teacher_parameters"]["mean"] == (
+        (64 * 16 + 16 + 16 * 7 + 7) + (64 * 24 + 24 + 24 * 12 + 12 + 12 * 6 + 6)
+        + (64 * 20 + 20 + 20 * 10 + 10)
+    )
+    for teacher in ("first", "last", "few"):
+        assert 0 < cells[f"teacher {teacher}", "teacher_accuracy"]["mean"] <= 1
+    choices = {r["arm"]: r for r in read_csv(out / "choices.csv")}
+    assert choices["single_teacher_kd"]["teachers"] in ("first", "last", "few")
+    assert choices["multi_teacher_avg"]["teachers"] == "first+last+few"
+    assert float(choices["multi_teacher_avg"]["lam"]) in (0.3, 0.7)
+    selection = read_csv(out / "selection.csv")
+    assert {r["teachers"] for r in selection if r["arm"] == "single_teacher_kd"} == {
+        "first", "last", "few"}
+    latent = read_csv(out / "latent.csv")
+    assert {(r["arm"], r["space"]) for r in latent} == {
+        (a, s) for a in ("latent_no_triplet", "latent_triplet") for s in ("teachers", "student")
+    }
+    for name in ("accuracy", "cross_entropy", "latent_latent_triplet", "latent_latent_no_triplet"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 0
+    # a rerun reads every unit and every teacher pass back: no teacher runs again
+    passes.clear()
+    again = run_experiment(load_config(_write(tmp_path, TINY)), out, progress=False)
+    assert not passes and again == table
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ("teachers.first.layer=9", "teachers.first.layer"),
+        ("teachers.first.classes=[0,12]", "teachers.first.classes"),
+        ("teachers.few.rows=5000", "teachers.few.rows"),
+        ("arms.multi_teacher_avg.teachers=[first,nobody]", "arms.multi_teacher_avg.teachers"),
+        ("student.layer=nope", "student.layer"),
+        ("validation=200", "validation"),
+    ],
+)
+def test_multiteacher_mistakes_name_their_field_before_anything_is_written(
+    tmp_path, change, field
+) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=f"field '{field}'"):
+        run_experiment(load_config(_write(tmp_path, TINY), [change]), out, progress=False)
+    assert not out.exists()
