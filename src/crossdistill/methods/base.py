@@ -38,6 +38,14 @@ def teachers_read(columns: Iterable[str]) -> dict[str, list[str]]:
     return read
 
 
+def check_lam_temperature(lam: float, temperature: float) -> None:
+    """Refuse a label weight λ outside [0, 1] or a temperature T ≤ 0 (ValueError)."""
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam must be in [0, 1], got {lam}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
 class Method(nn.Module):
     """A knowledge-transfer method, trained by `crossdistill.training.fit`.
 

@@ -10,7 +10,7 @@ from ..data.arrays import ArrayData
 from ..losses import Task, kd_loss, squared_error, task_loss
 from ..training import TeacherCache, evaluate, fit
 from ..training.cache import Mapping
-from .base import Batch, Method, methods, teacher_column
+from .base import Batch, Method, check_lam_temperature, methods, teacher_column
 
 
 @methods.register("distillation")
@@ -44,10 +44,7 @@ class Distillation(Method):
         task: Task = "classification",
     ) -> None:
         super().__init__(student)
-        if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"lam must be in [0, 1], got {lam}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_lam_temperature(lam, temperature)
         self.teacher, self.lam, self.temperature = teacher, lam, temperature
         self.t2_scale, self.soften_student, self.task = t2_scale, soften_student, task
         self.columns = ("x", "y") if lam == 1.0 else ("x", "y", teacher_column(teacher))

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..losses import class_triplets, triplet_loss
 from ..training.hooks import capture
-from .base import Batch, Method
+from .base import Batch, Method, check_lam_temperature
 
 MERGE_ITERATIONS = 200
 """EM iterations of `merge_soft_labels` (a teacher that knows every class is exact after one)."""
@@ -270,10 +270,7 @@ class MultiTeacherDistillation(Method):
         latent_size: int | None = None,
     ) -> None:
         super().__init__(student)
-        if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"lam must be in [0, 1], got {lam}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_lam_temperature(lam, temperature)
         if latent_weight < 0:
             raise ValueError(f"latent_weight must be ≥ 0, got {latent_weight}")
         self.lam, self.temperature, self.latent_weight = lam, temperature, latent_weight
