@@ -469,7 +469,7 @@ class GrowthConfig(_Strict):
         if self.baseline not in self.arms:
             raise FieldError(
                 "baseline",
-                f"names no arm; arms has {', '.join(self.arms)} (found {self.baseline!r})",
+                f"names no arm; field 'arms' has {', '.join(self.arms)} (found {self.baseline!r})",
             )
         return self
 
@@ -562,7 +562,8 @@ class MultiTeacherConfig(_Strict):
                 if unknown:
                     raise FieldError(
                         f"arms.{name}.teachers",
-                        f"names teacher {unknown[0]!r}; teachers has {', '.join(self.teachers)}",
+                        f"names teacher {unknown[0]!r}; field 'teachers' has "
+                        + ", ".join(self.teachers),
                     )
                 _unique(arm.teachers)
         return self
@@ -597,7 +598,8 @@ def _check_arm_teachers(arms: dict[str, ArmConfig], teachers: dict[str, Any]) ->
         if arm.teacher is not None and arm.teacher not in teachers:
             raise FieldError(
                 f"arms.{name}.teacher",
-                f"names teacher {arm.teacher!r}; teachers has {', '.join(teachers) or 'none'}",
+                f"names teacher {arm.teacher!r}; field 'teachers' has "
+                + (", ".join(teachers) or "none"),
             )
 
 

@@ -30,7 +30,7 @@ from .driver import (
     target_size,
 )
 from .report import markdown_table, plot_curves, summarize, write_csv
-from .teachers import load_teacher, train_teacher, training
+from .teachers import load_teacher, prepare_teacher, training
 
 JITTER_EPOCHS = 10
 """Epochs at the end of a run over which the test loss's spread (``*_jitter``) is measured."""
@@ -121,19 +121,17 @@ class DistillationKind(ExperimentKind):
     def setup(self) -> None:
         records = []
         for name, spec in self.config.teachers.items():
-            if name in self.teachers:
-                history = [evaluate(self.teachers[name], self.teacher_data[name][1], self.task)]
-            else:
-                self.teachers[name], history = train_teacher(
-                    spec,
-                    *self.teacher_data[name],
-                    self.task,
-                    self.num_outputs,
-                    checkpoint=self.out / "checkpoints" / "teachers" / f"{name}.pt",
-                    device=self.config.device,
-                    progress=self.progress,
-                    name=f"teacher {name!r}",
-                )
+            self.teachers[name], history = prepare_teacher(
+                spec,
+                self.teachers.get(name),
+                *self.teacher_data[name],
+                self.task,
+                self.num_outputs,
+                checkpoint=self.out / "checkpoints" / "teachers" / f"{name}.pt",
+                device=self.config.device,
+                progress=self.progress,
+                name=f"teacher {name!r}",
+            )
             records += [{"teacher": name, **row} for row in history]
         write_csv(records, self.out / "teacher.csv")
         self.cache = TeacherCache(self.out / "cache")

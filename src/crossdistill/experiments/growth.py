@@ -24,7 +24,7 @@ from ..training import evaluate, fit, predict
 from .config import ConfigError, GrowthArmConfig, GrowthConfig
 from .driver import ExperimentKind, Rows, field, kinds, splits_tensors, target_size
 from .report import markdown_table, plot_curves, summarize, write_csv
-from .teachers import load_teacher, train_teacher, training
+from .teachers import load_teacher, prepare_teacher, training
 
 TASK = "classification"
 
@@ -86,7 +86,6 @@ class GrowthKind(ExperimentKind):
             with field("teacher.model"):
                 self.teacher = self._build(config.teacher.model, example, self.teacher_classes, 0)
                 check_outputs(self.teacher, example, self.teacher_classes, "the model")
-            self.loaded = False
         else:
             with field("teacher"):
                 self.teacher = load_teacher(
@@ -97,7 +96,6 @@ class GrowthKind(ExperimentKind):
                     config.device,
                 )
             self.record("teacher", self.teacher)
-            self.loaded = True
         with field("student.model"):
             student = self._student(0)
             check_outputs(student, self.d2.small.x[:1], self.classes, "the model")
@@ -113,20 +111,18 @@ class GrowthKind(ExperimentKind):
             )
 
     def setup(self) -> None:
-        if not self.loaded:
-            self.teacher, history = train_teacher(
-                self.config.teacher,
-                self.teacher_big,
-                self.teacher_test,
-                TASK,
-                self.teacher_classes,
-                checkpoint=self.out / "checkpoints" / "teacher.pt",
-                device=self.config.device,
-                progress=self.progress,
-                name="teacher",
-            )
-        else:
-            history = [evaluate(self.teacher, self.teacher_test, TASK)]
+        self.teacher, history = prepare_teacher(
+            self.config.teacher,
+            self.teacher,
+            self.teacher_big,
+            self.teacher_test,
+            TASK,
+            self.teacher_classes,
+            checkpoint=self.out / "checkpoints" / "teacher.pt",
+            device=self.config.device,
+            progress=self.progress,
+            name="teacher",
+        )
         write_csv(history, self.out / "teacher.csv")
 
     def units(self) -> list[str]:

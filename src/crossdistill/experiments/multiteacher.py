@@ -37,7 +37,7 @@ from .config import (
 from .distillation import SELECTION_SEED
 from .driver import ExperimentKind, Rows, choose, field, kinds, splits_tensors, target_size
 from .report import markdown_table, plot_curves, summarize, write_csv
-from .teachers import load_teacher, train_teacher, training
+from .teachers import load_teacher, prepare_teacher, training
 
 TASK = "classification"
 
@@ -116,20 +116,18 @@ class MultiTeacherKind(ExperimentKind):
         records = []
         for name, spec in self.config.teachers.items():
             view = self.views[name]
-            if spec.trained_here:
-                self.teachers[name], history = train_teacher(
-                    spec,
-                    view.big,
-                    view.test,
-                    TASK,
-                    len(view.classes),
-                    checkpoint=self.out / "checkpoints" / "teachers" / f"{name}.pt",
-                    device=self.config.device,
-                    progress=self.progress,
-                    name=f"teacher {name!r}",
-                )
-            else:
-                history = [evaluate(self.teachers[name], view.test, TASK)]
+            self.teachers[name], history = prepare_teacher(
+                spec,
+                self.teachers[name],
+                view.big,
+                view.test,
+                TASK,
+                len(view.classes),
+                checkpoint=self.out / "checkpoints" / "teachers" / f"{name}.pt",
+                device=self.config.device,
+                progress=self.progress,
+                name=f"teacher {name!r}",
+            )
             records += [{"teacher": name, **row} for row in history]
         write_csv(records, self.out / "teacher.csv")
         self.cache = TeacherCache(self.out / "cache")

@@ -72,6 +72,36 @@ def train_teacher(
     return teacher.eval(), history
 
 
+def prepare_teacher(
+    spec: TeacherConfig,
+    loaded: nn.Module | None,
+    train: ArrayData | None,
+    test: ArrayData,
+    task: Task,
+    num_outputs: int,
+    *,
+    checkpoint: Path,
+    device: str,
+    progress: bool = False,
+    name: str = "teacher",
+) -> tuple[nn.Module, list[dict]]:
+    """The teacher of ``spec`` with its history on ``test``: trained here by `train_teacher`
+    (on ``train``), or ``loaded`` (read from its file by `load_teacher`) scored once."""
+    if not spec.trained_here:
+        return loaded, [evaluate(loaded, test, task)]
+    return train_teacher(
+        spec,
+        train,
+        test,
+        task,
+        num_outputs,
+        checkpoint=checkpoint,
+        device=device,
+        progress=progress,
+        name=name,
+    )
+
+
 def training(train: TrainConfig) -> dict:
     """`fit` keywords (``epochs``, ``batch_size``, ``optimizer``) of a train config."""
     return {"epochs": train.epochs, "batch_size": train.batch_size, "optimizer": train.optimizer}
