@@ -1,15 +1,20 @@
-"""The ``crossdistill`` command: ``run CONFIG [key=value ...] [--out DIR]`` and ``list``."""
+"""The ``crossdistill`` command: ``run CONFIG [key=value ...] [--out DIR]``, ``report RUN_DIR ...``
+and ``list``."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import importlib.util
+import os
+import shlex
 import sys
 from pathlib import Path
 
 from .errors import CrossdistillError
 from .experiments import builtin_configs, load_config, run_experiment
+from .experiments.overview import write_report
+from .files import write_if_changed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +38,17 @@ def main(argv: list[str] | None = None) -> int:
         "mappings or datasets); repeatable",
     )
     commands.add_parser("list", help="list the built-in experiments")
+    report = commands.add_parser(
+        "report", help="one HTML page (and its Markdown twin) over finished run directories"
+    )
+    report.add_argument("runs", nargs="+", type=Path, help="finished run directories")
+    report.add_argument(
+        "--out",
+        type=Path,
+        default=Path("report"),
+        help="writes OUT.html and OUT.md (default: report)",
+    )
+    report.add_argument("--claims", type=Path, help="a YAML list of the seeds' claims to summarise")
     args, extra = parser.parse_known_args(argv)  # overrides may also follow the options
     unknown = [item for item in extra if item.startswith("-") or "=" not in item]
     if unknown or (extra and args.command != "run"):
@@ -44,6 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in sorted(builtin_configs().items()):
             description = load_config(path).description.strip().splitlines()[0:1]
             print(f"{name:26s} {description[0] if description else ''}")
+        return 0
+    if args.command == "report":
+        try:
+            page, twin = write_report(args.runs, args.out, args.claims)
+        except CrossdistillError as error:
+            print(f"crossdistill: error: {error}", file=sys.stderr)
+            return 2
+        print(f"wrote {page} and {twin}")
         return 0
     out = None
     try:
@@ -67,10 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # an unwritable or full --out, a file the user named
         print(f"crossdistill: error: {error.strerror or error}: {error.filename}", file=sys.stderr)
         return 2
+    write_if_changed(out / "command.txt", _command(sys.argv[1:] if argv is None else argv) + "\n")
     print((out / "table.md").read_text())
     files = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
     print(f"outputs in {out}/ ({', '.join(files)})")
     return 0
+
+
+def _command(argv: list[str]) -> str:
+    """The shell command of ``crossdistill argv``, with ``$CROSSDISTILL_DATA`` when it is set
+    (what a run directory's ``command.txt`` holds)."""
+    data = os.environ.get("CROSSDISTILL_DATA")
+    prefix = f"CROSSDISTILL_DATA={shlex.quote(data)} " if data else ""
+    return prefix + shlex.join(["crossdistill", *argv])
 
 
 def _import(module: str) -> None:
