@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 
 import pytest
+import torch
 
 import crossdistill.training.cache as cache_module
 from crossdistill.cli import main
@@ -156,3 +157,16 @@ def test_missing_data_is_named_and_leaves_no_output(tmp_path, monkeypatch, capsy
     error = capsys.readouterr().err
     assert "fashion-mnist" in error and "CROSSDISTILL_DATA" in error
     assert not out.exists()
+
+
+def test_device_option_picks_the_device_or_names_a_missing_one(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    if not torch.cuda.is_available():
+        assert main(["run", "digits", *TINY_DIGITS, "--device", "cuda", "--out", str(out)]) == 2
+        error = capsys.readouterr().err
+        assert "field 'device'" in error and "not on this machine" in error
+        assert not out.exists()
+    argv = ["run", "digits", *TINY_DIGITS, "seeds=[0]", "--device", "auto", "--quiet"]
+    assert main([*argv, "--out", str(out)]) == 0
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert f"device: {expected}" in (out / "config.yaml").read_text()

@@ -188,3 +188,39 @@ def test_any_map_style_dataset_becomes_in_memory_tensors() -> None:
     assert data.x.shape == (5, 1, 2, 2) and data.y.tolist() == [0, 1, 2, 0, 1]
     assert torch.equal(data.x[3], torch.full((1, 2, 2), 3.0))
     assert ArrayData.from_dataset(data) is data
+
+
+class _DtypeProbe(Supervised):
+    """Supervised training that records the dtype of the model's outputs in each step."""
+
+    seen: list[torch.dtype]
+
+    def forward_train(self, batch):
+        output, losses = super().forward_train(batch)
+        self.seen.append(output.dtype)
+        return output, losses
+
+
+def test_fit_in_bf16_runs_the_forward_pass_under_autocast_and_keeps_float32_weights() -> None:
+    torch.manual_seed(0)
+    data = ArrayData(torch.randn(64, 5), torch.randint(0, 3, (64,)))
+    probe = _DtypeProbe(nn.Linear(5, 3), "classification")
+    probe.seen = []
+    history = fit(probe, data, epochs=3, batch_size=16, precision="bf16")
+    assert set(probe.seen) == {torch.bfloat16}
+    assert probe.student.weight.dtype == torch.float32
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    probe.seen = []
+    fit(probe, data, epochs=1, batch_size=16)
+    assert set(probe.seen) == {torch.float32}
+    with pytest.raises(ValueError, match="precision: expected one of float32, bf16"):
+        fit(probe, data, epochs=1, precision="fp8")
+
+
+def test_device_auto_is_cuda_where_there_is_one(monkeypatch) -> None:
+    from crossdistill.training.devices import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert check_device("auto") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert check_device("auto") == "cuda"

@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument(
+        "--device", help="auto, cpu, cuda or cuda:N: the same as the override device=DEVICE"
+    )
+    run.add_argument(
         "--import",
         dest="imports",
         action="append",
@@ -55,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
     if extra:
         args.overrides += extra
+    if args.command == "run" and args.device is not None:
+        args.overrides.append(f"device={args.device}")
 
     if args.command == "list":
         for name, path in sorted(builtin_configs().items()):

@@ -111,11 +111,13 @@ class _Strict(BaseModel):
 
 
 class TrainConfig(_Strict):
-    """How one model trains: epochs, batch size (rows per step) and the optimizer spec."""
+    """How one model trains: epochs, batch size (rows per step), the optimizer spec and the
+    precision (``bf16``: bfloat16 autocast, for GPUs)."""
 
     epochs: PositiveInt
     batch_size: PositiveInt = 64
     optimizer: OptimizerSpec = Field(default_factory=lambda: {"name": "adam", "lr": 1e-3})
+    precision: Literal["float32", "bf16"] = "float32"
 
 
 class DataConfig(_Strict):

@@ -103,5 +103,11 @@ def prepare_teacher(
 
 
 def training(train: TrainConfig) -> dict:
-    """`fit` keywords (``epochs``, ``batch_size``, ``optimizer``) of a train config."""
-    return {"epochs": train.epochs, "batch_size": train.batch_size, "optimizer": train.optimizer}
+    """`fit` keywords (``epochs``, ``batch_size``, ``optimizer``, ``precision``) of a train
+    config."""
+    return {
+        "epochs": train.epochs,
+        "batch_size": train.batch_size,
+        "optimizer": train.optimizer,
+        "precision": train.precision,
+    }

@@ -140,6 +140,10 @@ def flush_denormals() -> Iterator[None]:
         torch.set_flush_denormal(False)
 
 
+PRECISIONS = ("float32", "bf16")
+"""What `fit` trains in: plain float32, or bfloat16 autocast."""
+
+
 class Trainable(Protocol):
     """What `fit` trains: a module whose ``forward(x)`` is the model being trained and whose
     ``forward_train(batch)`` returns ``(outputs, {loss_name: scalar})`` for a batch of named
@@ -163,6 +167,7 @@ def fit(
     checkpoint: str | Path | None = None,
     progress: bool = False,
     name: str = "model",
+    precision: str = "float32",
 ) -> list[dict[str, float]]:
     """Train ``method`` in place for ``epochs`` epochs and return one metrics dict per epoch.
 
@@ -182,6 +187,9 @@ def fit(
             the same result as an uninterrupted run.
         progress: show a progress bar, labelled ``name``.
         name: the model in messages, e.g. ``"student of arm 'noise', seed 1"``.
+        precision: ``"float32"``, or ``"bf16"``: each step's forward pass and losses under
+            bfloat16 autocast on the method's device (meant for GPUs; the parameters, the
+            optimizer and the backward pass's accumulation stay float32).
 
     Returns:
         ``[{"epoch": 1, "train_loss": ..., "train_<name>": ..., **validate(method)}, ...]`` for
@@ -191,6 +199,8 @@ def fit(
         TrainingDiverged: an epoch's loss or ``validate`` metric is not finite, or its loss is
             over `DIVERGENCE_FACTOR` times the first step's; that epoch is not checkpointed.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, found {precision!r}")
     columns = train.columns() if isinstance(train, ArrayData) else Columns(train)
     missing = [name for name in method.columns if name not in columns]
     if missing:
@@ -229,7 +239,8 @@ def fit(
             totals: dict[str, Tensor] = {}
             for index in torch.randperm(rows, generator=order).split(batch_size):
                 index = index.to(device)
-                _, losses = method.forward_train({k: c[index] for k, c in columns.items()})
+                with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+                    _, losses = method.forward_train({k: c[index] for k, c in columns.items()})
                 if "loss" in losses:
                     raise ValueError(f"{type(method).__name__} names a loss 'loss', fit's total")
                 loss = functools.reduce(operator.add, losses.values())
