@@ -268,7 +268,9 @@ class ArmConfig(SweptArm):
 
 
 class ExperimentConfig(_Strict):
-    """A whole experiment: data, teachers by name, student, the arms compared, and the seeds."""
+    """A whole experiment: data, teachers by name, student, the arms compared, and the seeds.
+    With ``batched`` (the default) the seeds of one arm and setting train at once as one
+    stacked model (`crossdistill.training.fit_many`; the same results as one run each)."""
 
     kind: Literal["distillation"] = "distillation"
     name: str
@@ -281,6 +283,7 @@ class ExperimentConfig(_Strict):
     seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
     validation: PositiveInt = 200
     device: Device = "cpu"
+    batched: bool = True
 
     @model_validator(mode="after")
     def _check_teachers(self) -> ExperimentConfig:

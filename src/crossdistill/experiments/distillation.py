@@ -16,7 +16,7 @@ from ..mappings import mappings
 from ..methods import Method, feature_column, teacher_column
 from ..models import check_outputs, count_parameters, models
 from ..registry import Spec
-from ..training import TeacherCache, TeacherRun, evaluate, fit, metrics
+from ..training import TeacherCache, TeacherRun, evaluate, metrics
 from .config import ArmConfig, ConfigError, DataConfig, ExperimentConfig
 from .driver import (
     ExperimentKind,
@@ -30,7 +30,7 @@ from .driver import (
     target_size,
 )
 from .report import markdown_table, plot_curves, summarize, write_csv
-from .teachers import load_teacher, prepare_teacher, training
+from .teachers import load_teacher, prepare_teacher, train_seeds
 
 JITTER_EPOCHS = 10
 """Epochs at the end of a run over which the test loss's spread (``*_jitter``) is measured."""
@@ -157,18 +157,20 @@ class DistillationKind(ExperimentKind):
         if self.task == "classification":
             results.append({"arm": name, "seed": "", "metric": "temperature", "value": temperature})
         rows = []
-        for seed in self.config.seeds:
-            method = self._method(arm, self._student(seed), lam, temperature)
-            history = fit(
-                method,
-                {column: small[column] for column in method.columns},
-                seed=seed,
-                validate=lambda model: evaluate(model, splits.test, self.task),
-                checkpoint=self.out / "checkpoints" / f"{name}-seed{seed}.pt",
-                progress=self.progress,
-                name=f"student of arm {name!r}, seed {seed}",
-                **training(self.config.student.train),
-            )
+        seeds = self.config.seeds
+        methods = [self._method(arm, self._student(seed), lam, temperature) for seed in seeds]
+        histories = train_seeds(
+            methods,
+            {column: small[column] for column in methods[0].columns},
+            seeds,
+            self.config.student.train,
+            batched=self.config.batched,
+            checkpoints=self.out / "checkpoints" / name,
+            names=[f"student of arm {name!r}, seed {seed}" for seed in seeds],
+            validate=lambda model: evaluate(model, splits.test, self.task),
+            progress=self.progress,
+        )
+        for seed, history in zip(seeds, histories, strict=True):
             rows += [
                 {"arm": name, "seed": seed, "lam": lam, "temperature": temperature, **h}
                 for h in history
@@ -270,24 +272,29 @@ class DistillationKind(ExperimentKind):
 
         def scores(setting: tuple[float, float]) -> list[dict[str, float]]:
             lam, temperature = setting
-            per_seed = []
-            for seed in self.config.seeds:
-                method = self._method(arm, self._student(seed), lam, temperature)
-                fit(
-                    method,
-                    {column: train[column] for column in method.columns},
-                    seed=seed,
-                    checkpoint=self.out
-                    / "checkpoints"
-                    / "selection"
-                    / f"{name}-lam{lam:g}-T{temperature:g}-seed{seed}.pt",
-                    progress=self.progress,
-                    name=f"student of arm {name!r} at λ={lam:g}, T={temperature:g}, seed {seed} "
-                    "(choosing λ, T on validation)",
-                    **training(self.config.student.train),
-                )
-                per_seed.append({"seed": seed, **evaluate(method, valid, self.task)})
-            return per_seed
+            seeds = self.config.seeds
+            methods = [self._method(arm, self._student(s), lam, temperature) for s in seeds]
+            train_seeds(
+                methods,
+                {column: train[column] for column in methods[0].columns},
+                seeds,
+                self.config.student.train,
+                batched=self.config.batched,
+                checkpoints=self.out
+                / "checkpoints"
+                / "selection"
+                / f"{name}-lam{lam:g}-T{temperature:g}",
+                names=[
+                    f"student of arm {name!r} at λ={lam:g}, T={temperature:g}, seed {s} "
+                    "(choosing λ, T on validation)"
+                    for s in seeds
+                ],
+                progress=self.progress,
+            )
+            return [
+                {"seed": s, **evaluate(m, valid, self.task)}
+                for s, m in zip(seeds, methods, strict=True)
+            ]
 
         criterion = "cross_entropy" if self.task == "classification" else "mse"
         chosen, records = choose(settings, scores, criterion)

@@ -1,7 +1,9 @@
-"""Teachers by name for every experiment kind: trained once (checkpointed) or read from a file."""
+"""Teachers by name for every experiment kind (trained once, checkpointed, or read from a file),
+and how every kind hands a train config to the training loop."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -11,7 +13,7 @@ from ..data import ArrayData
 from ..losses import Task
 from ..methods import Supervised
 from ..models import ModelFileError, check_outputs, load_state_dict_file, load_torchscript, models
-from ..training import evaluate, fit
+from ..training import evaluate, fit, fit_many
 from .config import TeacherConfig, TrainConfig
 
 
@@ -111,3 +113,46 @@ def training(train: TrainConfig) -> dict:
         "optimizer": train.optimizer,
         "precision": train.precision,
     }
+
+
+def train_seeds(
+    methods: Sequence[nn.Module],
+    train: Mapping | Sequence[Mapping],
+    seeds: Sequence[int],
+    config: TrainConfig,
+    *,
+    batched: bool,
+    checkpoints: Path,
+    names: Sequence[str],
+    validate: Callable[[nn.Module], dict[str, float]] | None = None,
+    progress: bool = False,
+) -> list[list[dict]]:
+    """Train one method per seed (``methods[k]`` with the batch order of ``seeds[k]``, on
+    ``train`` or ``train[k]``): together by `crossdistill.training.fit_many` when ``batched``
+    (checkpoint ``<checkpoints>-seeds.pt``), else one `fit` each (``<checkpoints>-seed<s>.pt``).
+    ``checkpoints`` is a path stem; returns each method's history."""
+    if batched:
+        return fit_many(
+            methods,
+            train,
+            seeds=seeds,
+            validate=validate,
+            checkpoint=checkpoints.with_name(f"{checkpoints.name}-seeds.pt"),
+            progress=progress,
+            names=names,
+            **training(config),
+        )
+    shared = isinstance(train, Mapping)
+    return [
+        fit(
+            method,
+            train if shared else train[k],
+            seed=seed,
+            validate=validate,
+            checkpoint=checkpoints.with_name(f"{checkpoints.name}-seed{seed}.pt"),
+            progress=progress,
+            name=names[k],
+            **training(config),
+        )
+        for k, (method, seed) in enumerate(zip(methods, seeds, strict=True))
+    ]

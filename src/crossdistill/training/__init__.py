@@ -1,6 +1,7 @@
 """The training loop, evaluation, the teacher-output cache and forward hooks."""
 
 from ..losses import Task
+from .batched import can_batch, fit_many
 from .cache import TeacherCache, TeacherRun, fingerprint
 from .devices import available_devices, check_device
 from .hooks import capture
@@ -23,12 +24,14 @@ __all__ = [
     "TrainingDiverged",
     "available_devices",
     "build_optimizer",
+    "can_batch",
     "capture",
     "check_device",
     "check_optimizer",
     "evaluate",
     "fingerprint",
     "fit",
+    "fit_many",
     "metrics",
     "predict",
 ]

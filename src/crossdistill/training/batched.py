@@ -1,0 +1,251 @@
+"""Many runs of one architecture trained at once as one stacked model (``torch.func``): the
+seeds of a sweep cost about one run's per-step overhead instead of one each."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+from tqdm.auto import tqdm
+
+from ..data.arrays import ArrayData, Columns
+from ..files import atomic_path, read_rebuildable
+from .loop import PRECISIONS, Trainable, _check_diverged, build_optimizer, fit, flush_denormals
+
+UNBATCHABLE = (nn.modules.batchnorm._BatchNorm, nn.RNNBase)
+"""Modules `can_batch` refuses: ``aten::lstm`` (and the other RNNs) has no vmap rule, and
+vmap's batch-norm backward rounds differently from the plain one (final metrics move by ~1e-3
+after 20 epochs), so those runs train one by one."""
+
+
+def can_batch(method: nn.Module) -> bool:
+    """Whether `fit_many` trains copies of ``method`` as one stacked model (else one by one)."""
+    return not any(isinstance(m, UNBATCHABLE) for m in method.modules())
+
+
+class _Losses(nn.Module):
+    """A method whose ``forward`` is its ``forward_train``'s named losses (what vmap calls)."""
+
+    def __init__(self, method: Trainable) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return self.method.forward_train(batch)[1]
+
+
+def fit_many(
+    methods: Sequence[Trainable],
+    train: ArrayData | Mapping[str, Tensor] | Sequence[Mapping[str, Tensor]],
+    *,
+    seeds: Sequence[int],
+    epochs: int,
+    batch_size: int = 64,
+    optimizer: Mapping[str, Any] | None = None,
+    validate: Callable[[nn.Module], dict[str, float]] | None = None,
+    checkpoint: str | Path | None = None,
+    progress: bool = False,
+    names: Sequence[str] | None = None,
+    precision: str = "float32",
+) -> list[list[dict[str, float]]]:
+    """Train K methods of one architecture as `fit` trains each: method k from its own initial
+    weights, with the batch order of ``seeds[k]``, on ``train`` (shared) or ``train[k]``.
+
+    Where `can_batch` allows and K > 1, the K methods are stacked
+    (``torch.func.stack_module_state``) and every step is one ``vmap`` over them with one
+    optimizer over the stacked parameters — the same per-element updates as K runs of `fit`
+    (Adam, SGD, RMSprop and AdamW act element-wise);
+    the tests require the final metrics to agree within 1e-5. Otherwise each trains by `fit`
+    (then ``checkpoint`` gets ``-<k>`` before its suffix, one file per method; a single
+    method trains faster that way than through vmap).
+
+    Args:
+        methods: the methods, alike in type and parameter shapes; trained in place.
+        train: one dataset for all, or one per method (same columns and rows for each).
+        seeds: the batch-order seed of each method.
+        epochs, batch_size, optimizer, precision: as in `fit`.
+        validate: called with each method after each epoch; its dict joins that method's
+            metrics.
+        checkpoint: one file for the stack, written after every epoch (atomically); training
+            resumes from it with the same result as an uninterrupted run.
+        progress: one progress bar for the stack.
+        names: each method in messages (default ``model 0``, …).
+
+    Returns:
+        Each method's `fit` history, in order.
+
+    Raises:
+        TrainingDiverged: a method's epoch loss or validation metric is not finite, or
+            exploded (`fit`'s rule), naming that method.
+    """
+    count = len(methods)
+    names = list(names or [f"model {k}" for k in range(count)])
+    if not count or len(seeds) != count or len(names) != count:
+        raise ValueError(f"give one seed and name per method: {count}, {len(seeds)}, {len(names)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, found {precision!r}")
+    shared = isinstance(train, (ArrayData, Mapping))
+    per_method = [train] * count if shared else list(train)
+    if len(per_method) != count:
+        raise ValueError(f"give one dataset per method: {count} methods, {len(per_method)} sets")
+    settings = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer}
+    if count == 1 or not can_batch(methods[0]):  # one alone trains faster without vmap
+        return [
+            fit(
+                method,
+                data,
+                seed=seed,
+                validate=validate,
+                checkpoint=None if checkpoint is None else _numbered(Path(checkpoint), k),
+                progress=progress,
+                name=name,
+                precision=precision,
+                **settings,
+            )
+            for k, (method, data, seed, name) in enumerate(
+                zip(methods, per_method, seeds, names, strict=True)
+            )
+        ]
+    device = next(methods[0].parameters()).device
+    columns = _stacked_columns(per_method, methods[0].columns, shared, device)
+    first_column = next(iter(columns.values()))
+    rows = first_column.shape[0 if shared else 1]
+    wrapped = [_Losses(method) for method in methods]
+    params, buffers = stack_module_state(wrapped)
+    frozen = {n for n, p in wrapped[0].named_parameters() if not p.requires_grad}
+    for name in frozen:  # stack_module_state makes every parameter a leaf that requires grad
+        params[name] = params[name].detach()
+    base = copy.deepcopy(wrapped[0]).to("meta")
+    opt = build_optimizer(
+        optimizer or {"name": "adam", "lr": 1e-3},
+        [p for n, p in params.items() if n not in frozen],
+    )
+    orders = [torch.Generator().manual_seed(seed) for seed in seeds]
+    histories: list[list[dict[str, float]]] = [[] for _ in range(count)]
+    first: list[float | None] = [None] * count
+
+    path = None if checkpoint is None else Path(checkpoint)
+    state = None if path is None else read_rebuildable(path, _read_stack)
+    if state is not None:
+        with torch.no_grad():
+            for name, value in state["params"].items():
+                params[name].copy_(value)
+            for name, value in state["buffers"].items():
+                buffers[name].copy_(value)
+        opt.load_state_dict(state["optimizer"])
+        for order, saved in zip(orders, state["orders"], strict=True):
+            order.set_state(saved)
+        torch.set_rng_state(state["torch_rng"])
+        histories, first = state["histories"], state["first_losses"]
+
+    def losses_of(p: dict, b: dict, batch: dict) -> dict[str, Tensor]:
+        return functional_call(base, (p, b), (batch,))
+
+    step = vmap(losses_of, randomness="different")
+    every = torch.arange(count, device=device)[:, None]
+    with flush_denormals():
+        bar = tqdm(
+            total=epochs,
+            initial=len(histories[0]),
+            desc=f"{names[0]} and {count - 1} more" if count > 1 else names[0],
+            disable=None if progress else True,
+            leave=False,
+        )
+        for epoch in range(len(histories[0]) + 1, epochs + 1):
+            base.train()
+            order = torch.stack([torch.randperm(rows, generator=g) for g in orders]).to(device)
+            totals: dict[str, Tensor] = {}
+            for start in range(0, rows, batch_size):
+                index = order[:, start : start + batch_size]
+                batch = {
+                    name: column[index] if shared else column[every, index]
+                    for name, column in columns.items()
+                }
+                with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+                    losses = step(params, buffers, batch)
+                if "loss" in losses:
+                    kind = type(methods[0]).__name__
+                    raise ValueError(f"{kind} names a loss 'loss', fit's total")
+                summed = sum(losses.values())
+                opt.zero_grad(set_to_none=True)
+                summed.sum().backward()
+                opt.step()
+                for k in range(count):
+                    if first[k] is None:
+                        first[k] = float(summed[k].detach())
+                for key, value in losses.items():
+                    totals[key] = totals.get(key, 0.0) + value.detach() * index.shape[1]
+            _unstack(params, buffers, wrapped)
+            for k in range(count):
+                named = {f"train_{key}": float(v[k]) / rows for key, v in totals.items()}
+                metrics = {"epoch": epoch, "train_loss": sum(named.values()), **named}
+                if validate is not None:
+                    metrics |= validate(methods[k])
+                _check_diverged(metrics, first[k], names[k], epoch)
+                histories[k].append(metrics)
+            if path is not None:
+                with atomic_path(path) as tmp:
+                    torch.save(
+                        {
+                            "params": {n: p.detach() for n, p in params.items()},
+                            "buffers": buffers,
+                            "optimizer": opt.state_dict(),
+                            "orders": [g.get_state() for g in orders],
+                            "torch_rng": torch.get_rng_state(),
+                            "histories": histories,
+                            "first_losses": first,
+                        },
+                        tmp,
+                    )
+            bar.update()
+        bar.close()
+    _unstack(params, buffers, wrapped)
+    return histories
+
+
+def _stacked_columns(
+    per_method: list, needed: Sequence[str], shared: bool, device: torch.device
+) -> dict[str, Tensor]:
+    """The columns the methods read, on ``device``: as given when shared, else stacked
+    ``(K, N, ...)`` (checked to have the same rows)."""
+    sets = [d.columns() if isinstance(d, ArrayData) else Columns(d) for d in per_method]
+    for data in sets:
+        missing = [name for name in needed if name not in data]
+        if missing:
+            raise ValueError(
+                f"the methods read column {missing[0]!r}, which the training data lacks "
+                f"(it has {', '.join(data)})"
+            )
+    if shared:
+        return {name: sets[0][name].to(device) for name in needed}
+    rows = {len(data[needed[0]]) for data in sets}
+    if len(rows) != 1:
+        raise ValueError(f"every method's data must have the same rows, found {sorted(rows)}")
+    return {name: torch.stack([data[name] for data in sets]).to(device) for name in needed}
+
+
+def _unstack(params: dict, buffers: dict, wrapped: list[_Losses]) -> None:
+    """Copy the stacked state into each method (method k gets entry k)."""
+    with torch.no_grad():
+        for k, module in enumerate(wrapped):
+            for name, value in module.named_parameters():
+                value.copy_(params[name][k])
+            for name, value in module.named_buffers():
+                value.copy_(buffers[name][k])
+
+
+def _numbered(path: Path, k: int) -> Path:
+    return path.with_name(f"{path.stem}-{k}{path.suffix}")
+
+
+def _read_stack(path: Path) -> dict:
+    state = torch.load(path, weights_only=False)
+    keys = {"params", "buffers", "optimizer", "orders", "torch_rng", "histories", "first_losses"}
+    if not isinstance(state, dict) or set(state) != keys:
+        raise ValueError(f"not a checkpoint of fit_many (expected the entries {', '.join(keys)})")
+    return state

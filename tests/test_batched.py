@@ -1,0 +1,112 @@
+"""`fit_many`: K runs of one architecture trained as one stacked model agree with K runs of
+`fit`, for every model family of the zoo, and resume exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from crossdistill.data import datasets
+from crossdistill.methods import Distillation, Supervised
+from crossdistill.models import models
+from crossdistill.training import TeacherCache, can_batch, evaluate, fit, fit_many
+
+SPLITS = datasets.build({"name": "digits", "small": 120, "seed": 0})
+SMALL, TEST = SPLITS.small, SPLITS.test
+SEEDS = [0, 1, 2]
+FAMILIES = {
+    "mlp": {"name": "mlp", "hidden": [16]},
+    "cnn": {"name": "cnn", "channels": [4, 8], "hidden": 16},
+    "cnn_batch_norm": {"name": "cnn", "channels": [4, 8], "hidden": 16, "batch_norm": True},
+    "lstm": {"name": "lstm", "hidden": 8},
+}
+TRAINING = {"epochs": 6, "batch_size": 32, "optimizer": {"name": "adam", "lr": 3e-3}}
+
+
+def _methods(spec: dict, teacher_outputs: torch.Tensor | None = None) -> list:
+    made = []
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        student = models.build(spec, in_shape=(1, 8, 8), num_outputs=10)
+        if teacher_outputs is None:
+            made.append(Supervised(student, "classification"))
+        else:
+            made.append(Distillation(student, lam=0.3, temperature=2.0))
+    return made
+
+
+def _validate(model):
+    return evaluate(model, TEST, "classification")
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_batched_and_separate_training_agree_for_every_model_family(family) -> None:
+    spec = FAMILIES[family]
+    separate = [
+        fit(method, SMALL, seed=seed, validate=_validate, **TRAINING)
+        for method, seed in zip(_methods(spec), SEEDS, strict=True)
+    ]
+    batched = fit_many(_methods(spec), SMALL, seeds=SEEDS, validate=_validate, **TRAINING)
+    assert can_batch(_methods(spec)[0]) == (family in ("mlp", "cnn"))
+    for one, many in zip(separate, batched, strict=True):
+        assert len(one) == len(many) == TRAINING["epochs"]
+        for key in ("train_loss", "accuracy", "cross_entropy"):
+            assert many[-1][key] == pytest.approx(one[-1][key], abs=1e-5), key
+
+
+def test_batched_distillation_agrees_with_separate_runs() -> None:
+    torch.manual_seed(5)
+    teacher = models.build({"name": "mlp", "hidden": [32]}, in_shape=(1, 8, 8), num_outputs=10)
+    fit(Supervised(teacher), SPLITS.big, epochs=3)
+    outputs = TeacherCache().outputs(teacher.eval(), None, SMALL.x)
+    columns = SMALL.columns(**{"teacher/teacher": outputs})
+    spec = FAMILIES["mlp"]
+    separate = [
+        fit(m, columns, seed=s, validate=_validate, **TRAINING)
+        for m, s in zip(_methods(spec, columns["teacher/teacher"]), SEEDS, strict=True)
+    ]
+    methods = _methods(spec, columns["teacher/teacher"])
+    batched = fit_many(methods, columns, seeds=SEEDS, validate=_validate, **TRAINING)
+    for one, many in zip(separate, batched, strict=True):
+        assert set(one[-1]) == set(many[-1])
+        for key, value in one[-1].items():
+            assert many[-1][key] == pytest.approx(value, abs=1e-5), key
+    assert evaluate(methods[1], TEST, "classification") == pytest.approx(
+        {k: separate[1][-1][k] for k in ("accuracy", "cross_entropy")}, abs=1e-5
+    )
+
+
+def test_each_method_may_have_its_own_data() -> None:
+    parts = [SMALL.subset(torch.arange(k, k + 100)) for k in range(3)]
+    spec = FAMILIES["mlp"]
+    separate = [
+        fit(m, part, seed=s, **TRAINING)
+        for m, part, s in zip(_methods(spec), parts, SEEDS, strict=True)
+    ]
+    batched = fit_many(_methods(spec), parts, seeds=SEEDS, **TRAINING)
+    for one, many in zip(separate, batched, strict=True):
+        assert many[-1]["train_loss"] == pytest.approx(one[-1]["train_loss"], abs=1e-6)
+    with pytest.raises(ValueError, match="same rows"):
+        fit_many(_methods(spec), [SMALL, *parts[:2]], seeds=SEEDS, **TRAINING)
+
+
+def test_interrupted_then_resumed_stack_equals_uninterrupted(tmp_path) -> None:
+    spec = FAMILIES["cnn"]
+    whole = fit_many(_methods(spec), SMALL, seeds=SEEDS, **TRAINING)
+    checkpoint = tmp_path / "stack.pt"
+    shorter = TRAINING | {"epochs": 2}
+    fit_many(_methods(spec), SMALL, seeds=SEEDS, checkpoint=checkpoint, **shorter)
+    assert checkpoint.exists()
+    resumed = fit_many(_methods(spec), SMALL, seeds=SEEDS, checkpoint=checkpoint, **TRAINING)
+    assert resumed == whole
+
+
+def test_unbatchable_models_train_one_by_one_with_a_checkpoint_each(tmp_path) -> None:
+    checkpoint = tmp_path / "stack.pt"
+    fit_many(_methods(FAMILIES["lstm"]), SMALL, seeds=SEEDS, checkpoint=checkpoint, epochs=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stack-0.pt", "stack-1.pt", "stack-2.pt"]
+    with pytest.raises(ValueError, match="one seed and name per method"):
+        fit_many(_methods(FAMILIES["mlp"]), SMALL, seeds=[0], epochs=1)
+    with pytest.raises(ValueError, match="read column 'teacher/teacher'"):
+        distillers = [Distillation(m.student) for m in _methods(FAMILIES["mlp"])]
+        fit_many(distillers, SMALL, seeds=SEEDS, epochs=1)
