@@ -16,11 +16,11 @@ from ..data.arrays import random_indices
 from ..figures import save_figure
 from ..methods import Method, Supervised, teacher_column, teachers_read
 from ..models import check_outputs, count_parameters, models
-from ..training import TeacherCache, evaluate, fit
+from ..training import TeacherCache, evaluate
 from .config import ArmConfig, ConfigError, StudentConfig
 from .driver import ExperimentKind, Rows, arm_method, arm_reads, choose, field, kinds
 from .report import markdown_table, summarize
-from .teachers import training
+from .teachers import train_seeds
 
 TABLE_METRICS = (
     "accuracy",
@@ -38,7 +38,7 @@ the protocol of Lopez-Paz et al.'s published MNIST figures, shown for comparison
 
 @kinds.register("privileged")
 class PrivilegedKind(ExperimentKind):
-    """A `PrivilegedConfig`: one unit per (problem, repetition seed).
+    """A `PrivilegedConfig`: one unit per problem, all its repetition seeds inside.
 
     The directory holds ``config.yaml``, ``results.csv`` (``problem, seed, arm, lam,
     temperature, accuracy, cross_entropy``, Test metrics of the last epoch; each teacher's rows
@@ -80,145 +80,181 @@ class PrivilegedKind(ExperimentKind):
             with field(f"arms.{name}.method"):
                 reads = arm_reads(name, arm, self.config.teachers, student, "classification")
             self.reads[name] = set(reads)
-        self._units = {
-            f"{problem} seed {seed}": (problem, seed)
-            for problem in self.config.problems
-            for seed in self.config.seeds
-        }
 
     def units(self) -> list[str]:
-        return list(self._units)
+        return list(self.config.problems)
 
     def run_unit(self, unit: str) -> Rows:
-        problem, seed = self._units[unit]
-        data = (
-            self.first[problem]
-            if seed == self.config.seeds[0]
-            else privileged_datasets.build(self.config.problems[problem], seed=seed)
+        """Problem ``unit``: every repetition seed's data, teachers and students, the seeds'
+        runs of each model trained together (`train_seeds`)."""
+        seeds = self.config.seeds
+        data = [
+            self.first[unit]
+            if seed == seeds[0]
+            else privileged_datasets.build(self.config.problems[unit], seed=seed)
+            for seed in seeds
+        ]
+        per_seed = self._repetitions(
+            [d.train for d in data], [d.test for d in data], self.classes[unit], unit
         )
-        rows = self._repetition(data.train, data.test, seed, self.classes[problem], unit)
         return {
-            name: [{"problem": problem, "seed": seed, **row} for row in new]
-            for name, new in rows.items()
+            name: [
+                {"problem": unit, "seed": seed, **row}
+                for seed, rows in zip(seeds, per_seed, strict=True)
+                for row in rows[name]
+            ]
+            for name in self.outputs
         }
 
     def table(self, rows: Rows) -> tuple[list[dict], str]:
         table = self._table(rows["results"], rows["curves"])
         return table, self._write_outputs(table, rows["curves"])
 
-    # -- one repetition -------------------------------------------------------------------------
-    def _repetition(
-        self, train: PrivilegedData, test: PrivilegedData, seed: int, num_classes: int, unit: str
-    ) -> Rows:
-        """One repetition ``unit`` (its name in messages) of ``num_classes`` classes."""
-        chosen = {name: arm.settings()[0] for name, arm in self.config.arms.items()}
+    # -- the repetitions of one problem ---------------------------------------------------------
+    def _repetitions(
+        self,
+        trains: list[PrivilegedData],
+        tests: list[PrivilegedData],
+        num_classes: int,
+        problem: str,
+    ) -> list[Rows]:
+        """Every repetition of ``problem`` (``trains[k]``, ``tests[k]`` those of seed k):
+        per seed, its ``results``, ``selection`` and ``curves`` rows."""
+        seeds = list(self.config.seeds)
+        count = len(seeds)
+        rows: list[Rows] = [{"results": [], "selection": [], "curves": []} for _ in seeds]
+        chosen = {name: [arm.settings()[0]] * count for name, arm in self.config.arms.items()}
         swept = {name: arm for name, arm in self.config.arms.items() if len(arm.settings()) > 1}
-        selection: list[dict] = []
-        if swept:  # one validation split and one selection teacher each serve every swept arm
-            n_valid = max(1, round(self.config.validation * len(train)))
-            valid_idx, fit_idx = random_indices(len(train), n_valid, seed)
-            fit_part, valid = train.subset(fit_idx), train.subset(valid_idx)
-            selectors = self._teachers(fit_part, seed, num_classes, swept, f"{unit} (selection)")
+        if swept:  # one validation split and one selection teacher per seed serve every arm
+            parts = []
+            for train, seed in zip(trains, seeds, strict=True):
+                n_valid = max(1, round(self.config.validation * len(train)))
+                valid_idx, fit_idx = random_indices(len(train), n_valid, seed)
+                parts.append((train.subset(fit_idx), train.subset(valid_idx)))
+            fit_parts = [fit_part for fit_part, _ in parts]
+            selectors = self._teachers(fit_parts, num_classes, swept, f"{problem} (selection)")
             for name, arm in swept.items():
-                chosen[name], records = choose(
-                    arm.settings(),
-                    lambda setting, name=name: [
-                        evaluate(
-                            self._student(
-                                fit_part,
-                                selectors,
-                                name,
-                                *setting,
-                                seed,
-                                num_classes,
-                                f"{unit} (selection)",
-                            ),
-                            valid.regular,
-                            "classification",
-                        )
-                    ],
-                    self.config.selection,
-                )
-                selection += [
+                scores = {}
+                for setting in arm.settings():
+                    students = self._students(
+                        fit_parts, selectors, name, *setting, seeds, num_classes, problem
+                    )
+                    scores[setting] = [
+                        evaluate(student, valid.regular, "classification")
+                        for student, (_, valid) in zip(students, parts, strict=True)
+                    ]
+                for k in range(count):
+                    chosen[name][k], records = choose(
+                        arm.settings(),
+                        lambda s, k=k, scores=scores: [scores[s][k]],
+                        self.config.selection,
+                    )
+                    rows[k]["selection"] += [
+                        {
+                            "arm": name,
+                            "lam": r["setting"][0],
+                            "temperature": r["setting"][1],
+                            **{key: v for key, v in r.items() if key != "setting"},
+                        }
+                        for r in records
+                    ]
+        teachers = self._teachers(trains, num_classes, self.config.arms, problem)
+        for name, per_seed in teachers.items():
+            for k, (teacher, _) in enumerate(per_seed):
+                rows[k]["results"].append(
                     {
                         "arm": name,
-                        "lam": r["setting"][0],
-                        "temperature": r["setting"][1],
-                        **{k: v for k, v in r.items() if k != "setting"},
+                        "lam": "",
+                        "temperature": "",
+                        **evaluate(teacher, tests[k].privileged, "classification"),
+                        "teacher_parameters": count_parameters(teacher),
                     }
-                    for r in records
-                ]
-        teachers = self._teachers(train, seed, num_classes, self.config.arms, unit)
-        results = [
-            {
-                "arm": name,
-                "lam": "",
-                "temperature": "",
-                **evaluate(teacher, test.privileged, "classification"),
-                "teacher_parameters": count_parameters(teacher),
-            }
-            for name, (teacher, _) in teachers.items()
-        ]
-        curves: list[dict] = []
-        trained: dict[tuple[str, float, float], dict] = {}
+                )
+        trained: dict[tuple[str, float, float], list[dict]] = {}
         if self.config.curves:
             for name, arm in swept.items():
                 for lam, temperature in arm.settings():
-                    student = self._student(
-                        train, teachers, name, lam, temperature, seed, num_classes, unit
+                    students = self._students(
+                        trains, teachers, name, lam, temperature, seeds, num_classes, problem
                     )
-                    trained[name, lam, temperature] = self._scores(student, test)
-                    curves.append(
-                        {
-                            "arm": name,
-                            "lam": lam,
-                            "temperature": temperature,
-                            **trained[name, lam, temperature],
-                        }
-                    )
+                    trained[name, lam, temperature] = [
+                        self._scores(student, test)
+                        for student, test in zip(students, tests, strict=True)
+                    ]
+                    for k, scores in enumerate(trained[name, lam, temperature]):
+                        rows[k]["curves"].append(
+                            {"arm": name, "lam": lam, "temperature": temperature, **scores}
+                        )
         for name in self.config.arms:
-            lam, temperature = chosen[name]
-            scores = trained.get((name, lam, temperature)) or self._scores(
-                self._student(train, teachers, name, lam, temperature, seed, num_classes, unit),
-                test,
-            )
-            results.append({"arm": name, "lam": lam, "temperature": temperature, **scores})
-        return {"results": results, "selection": selection, "curves": curves}
+            final: list[dict | None] = [
+                trained.get((name, *chosen[name][k]), [None] * count)[k] for k in range(count)
+            ]
+            for setting in dict.fromkeys(chosen[name]):  # seeds that chose alike train together
+                which = [k for k in range(count) if chosen[name][k] == setting and not final[k]]
+                if which:
+                    students = self._students(
+                        [trains[k] for k in which],
+                        {t: [pairs[k] for k in which] for t, pairs in teachers.items()},
+                        name,
+                        *setting,
+                        [seeds[k] for k in which],
+                        num_classes,
+                        problem,
+                    )
+                    for k, student in zip(which, students, strict=True):
+                        final[k] = self._scores(student, tests[k])
+            for k in range(count):
+                lam, temperature = chosen[name][k]
+                rows[k]["results"].append(
+                    {"arm": name, "lam": lam, "temperature": temperature, **final[k]}
+                )
+        return rows
 
     def _method(self, arm: ArmConfig, student: nn.Module, lam: float, temperature: float) -> Method:
         teacher = self.config.teacher_of(arm)
         return arm_method(arm, teacher, student, lam, temperature, "classification")
 
-    def _student(
+    def _students(
         self,
-        train: PrivilegedData,
-        teachers: dict[str, tuple[nn.Module, TeacherCache]],
+        trains: list[PrivilegedData],
+        teachers: dict[str, list[tuple[nn.Module, TeacherCache]]],
         arm: str,
         lam: float,
         temperature: float,
-        seed: int,
+        seeds: list[int],
         num_classes: int,
-        unit: str,
-    ) -> nn.Module:
-        """A student trained on ``train``'s regular inputs by ``arm``'s method at (λ, T), each
-        teacher column it reads being that teacher's outputs on x* (``unit`` names the
-        repetition in messages)."""
-        student = self._model(self.config.student, train.x, num_classes, seed)
-        method = self._method(self.config.arms[arm], student, lam, temperature)
-        columns = train.regular.columns()
-        for name in teachers_read(method.columns):
-            teacher, cache = teachers[name]
-            columns[teacher_column(name)] = cache.outputs(
-                teacher, None, train.x_star, name=f"teacher {name!r} of {unit}"
-            )
-        fit(
-            method,
-            {column: columns[column] for column in method.columns},
-            seed=seed,
-            name=f"student of arm {arm!r} at λ={lam:g}, T={temperature:g}, {unit}",
-            **training(self.config.student.train),
+        problem: str,
+    ) -> list[nn.Module]:
+        """Per seed, a student trained on its ``trains[k]``'s regular inputs by ``arm``'s method
+        at (λ, T), each teacher column it reads being that seed's teacher's outputs on x*."""
+        students = [
+            self._model(self.config.student, trains[0].x, num_classes, seed) for seed in seeds
+        ]
+        methods = [
+            self._method(self.config.arms[arm], student, lam, temperature) for student in students
+        ]
+        sets = []
+        for k, (train, seed) in enumerate(zip(trains, seeds, strict=True)):
+            columns = train.regular.columns()
+            for name in teachers_read(methods[0].columns):
+                teacher, cache = teachers[name][k]
+                columns[teacher_column(name)] = cache.outputs(
+                    teacher, None, train.x_star, name=f"teacher {name!r} of {problem} seed {seed}"
+                )
+            sets.append({column: columns[column] for column in methods[0].columns})
+        train_seeds(
+            methods,
+            sets,
+            seeds,
+            self.config.student.train,
+            batched=True,
+            checkpoints=None,
+            names=[
+                f"student of arm {arm!r} at λ={lam:g}, T={temperature:g}, {problem} seed {seed}"
+                for seed in seeds
+            ],
         )
-        return student
+        return students
 
     @staticmethod
     def _scores(student: nn.Module, test: PrivilegedData) -> dict:
@@ -229,23 +265,26 @@ class PrivilegedKind(ExperimentKind):
         }
 
     def _teachers(
-        self, train: PrivilegedData, seed: int, num_classes: int, arms, unit: str
-    ) -> dict[str, tuple[nn.Module, TeacherCache]]:
-        """Every teacher the ``arms`` read, trained on ``train``'s privileged inputs x*, each
-        with a cache of its outputs (``unit`` names the repetition in messages)."""
+        self, trains: list[PrivilegedData], num_classes: int, arms, problem: str
+    ) -> dict[str, list[tuple[nn.Module, TeacherCache]]]:
+        """Every teacher the ``arms`` read, per seed trained on ``trains[k]``'s privileged
+        inputs x*, each with a cache of its outputs."""
         read = set().union(*(self.reads[arm] for arm in arms))
-        used = [name for name in self.config.teachers if name in read]
+        seeds = list(self.config.seeds)
         teachers = {}
-        for name in used:
-            teacher = self._model(self.config.teachers[name], train.x_star, num_classes, seed)
-            fit(
-                Supervised(teacher),
-                train.privileged,
-                seed=seed,
-                name=f"teacher {name!r} of {unit}",
-                **training(self.config.teachers[name].train),
+        for name in [name for name in self.config.teachers if name in read]:
+            spec = self.config.teachers[name]
+            models_ = [self._model(spec, trains[0].x_star, num_classes, seed) for seed in seeds]
+            train_seeds(
+                [Supervised(model) for model in models_],
+                [train.privileged.columns() for train in trains],
+                seeds,
+                spec.train,
+                batched=True,
+                checkpoints=None,
+                names=[f"teacher {name!r} of {problem} seed {seed}" for seed in seeds],
             )
-            teachers[name] = (teacher.eval(), TeacherCache())
+            teachers[name] = [(model.eval(), TeacherCache()) for model in models_]
         return teachers
 
     def _model(

@@ -122,7 +122,7 @@ def train_seeds(
     config: TrainConfig,
     *,
     batched: bool,
-    checkpoints: Path,
+    checkpoints: Path | None,
     names: Sequence[str],
     validate: Callable[[nn.Module], dict[str, float]] | None = None,
     progress: bool = False,
@@ -130,14 +130,17 @@ def train_seeds(
     """Train one method per seed (``methods[k]`` with the batch order of ``seeds[k]``, on
     ``train`` or ``train[k]``): together by `crossdistill.training.fit_many` when ``batched``
     (checkpoint ``<checkpoints>-seeds.pt``), else one `fit` each (``<checkpoints>-seed<s>.pt``).
-    ``checkpoints`` is a path stem; returns each method's history."""
+    ``checkpoints`` is a path stem, or None for no checkpoints; returns each method's
+    history."""
     if batched:
         return fit_many(
             methods,
             train,
             seeds=seeds,
             validate=validate,
-            checkpoint=checkpoints.with_name(f"{checkpoints.name}-seeds.pt"),
+            checkpoint=None
+            if checkpoints is None
+            else checkpoints.with_name(f"{checkpoints.name}-seeds.pt"),
             progress=progress,
             names=names,
             **training(config),
@@ -149,7 +152,9 @@ def train_seeds(
             train if shared else train[k],
             seed=seed,
             validate=validate,
-            checkpoint=checkpoints.with_name(f"{checkpoints.name}-seed{seed}.pt"),
+            checkpoint=None
+            if checkpoints is None
+            else checkpoints.with_name(f"{checkpoints.name}-seed{seed}.pt"),
             progress=progress,
             name=names[k],
             **training(config),
