@@ -1,10 +1,13 @@
 """Epoch time of the training loop: distillation with cached teacher outputs, distillation with
 the teacher run on every batch, and `fit` against a bare hand-written PyTorch loop.
 
-Every variant trains a freshly initialised 784-64-10 MLP (same seed, same weights) on
-FashionMNIST-Small (1 000 images, batch 64, Adam lr 1e-3); the variants are timed in turn within
-each repeat and the medians over repeats are printed. ``benchmarks/README.md`` explains each
-number; ``python benchmarks/epoch_time.py --help`` lists the options.
+Every variant trains a freshly initialised student (same seed, same weights): ``--student mlp``
+(default), the 784-64-10 MLP on FashionMNIST-Small; ``--student cnn``, the CNN student of
+``cifar_style`` (16-32 channels, 64 hidden) on the CIFAR-10 subset's Small; 1 000 images, batch
+64, Adam lr 1e-3. With ``--stack K`` the CE and cached-KD variants train K students at once
+(`fit_many`), so that the soft term's cost is shared. The variants are timed in turn within each
+repeat and the medians over repeats are printed. ``benchmarks/README.md`` explains each number;
+``python benchmarks/epoch_time.py --help`` lists the options.
 """
 
 from __future__ import annotations
@@ -25,16 +28,30 @@ from crossdistill.data.datasets import datasets
 from crossdistill.mappings import mappings
 from crossdistill.methods import Distillation, Method, Supervised, teacher_column
 from crossdistill.models import models
-from crossdistill.training import TeacherCache, fit
+from crossdistill.training import TeacherCache, fit, fit_many
 
 SEED = 0
 SMALL = 1000
 BATCH_SIZE = 64
 LR = 1e-3
-IN_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
-STUDENT = {"name": "mlp", "hidden": [64]}
-TEACHER = {"name": "mlp", "hidden": [512, 512]}
+SETUPS = {
+    "mlp": {
+        "data": {"name": "fashion_mnist"},
+        "label": "FashionMNIST-Small",
+        "student": {"name": "mlp", "hidden": [64]},
+        "teacher": {"name": "mlp", "hidden": [512, 512]},
+        "models": "student 784-64-10 MLP; teacher 784-512-512-10 MLP",
+    },
+    "cnn": {
+        "data": {"name": "cifar10", "folder": "cifar10-subset/cifar-10-batches-py"},
+        "label": "CIFAR-10 subset Small",
+        "student": {"name": "cnn", "channels": [16, 32], "hidden": 64},
+        "teacher": {"name": "cnn", "channels": [32, 64, 128], "hidden": 256},
+        "models": "student cifar_style's CNN 16-32-64; teacher CNN 32-64-128-256",
+    },
+}
+"""The students (and random-init teachers) a run can time, by ``--student``."""
 LAM, TEMPERATURE = 0.5, 4.0
 
 BARE = "bare PyTorch loop, CE"
@@ -85,11 +102,37 @@ def bare_loop(model: nn.Module, data: ArrayData, epochs: int) -> None:
 
 
 def variants(
-    data: ArrayData, teacher: nn.Module, mapping: nn.Module, teacher_outputs: Tensor
+    data: ArrayData,
+    teacher: nn.Module,
+    mapping: nn.Module,
+    teacher_outputs: Tensor,
+    make: Callable[[], nn.Module],
+    stack: int,
 ) -> dict[str, Variant]:
-    """The four trainings timed, by label, in the order they run within a repeat."""
+    """The trainings timed, by label, in the order they run within a repeat: all four, or with
+    ``stack`` > 1 CE and cached KD, each training ``stack`` students from ``make`` at once."""
     kd = {"lam": LAM, "temperature": TEMPERATURE}
     cached = data.columns(**{teacher_column("teacher"): teacher_outputs})
+    if stack > 1:
+
+        def many(wrap: Callable[[nn.Module], Method], columns: dict) -> Variant:
+            def run(model: nn.Module, epochs: int) -> None:
+                methods = [wrap(model)] + [wrap(make()) for _ in range(stack - 1)]
+                fit_many(
+                    methods,
+                    columns,
+                    seeds=list(range(stack)),
+                    epochs=epochs,
+                    batch_size=BATCH_SIZE,
+                    optimizer={"name": "adam", "lr": LR},
+                )
+
+            return run
+
+        return {
+            CE: many(Supervised, data.columns()),
+            KD_CACHED: many(lambda model: Distillation(model, **kd), cached),
+        }
 
     def train(method: Method, columns: dict[str, Tensor], epochs: int) -> None:
         fit(
@@ -111,10 +154,14 @@ def variants(
     }
 
 
-def student() -> nn.Module:
-    """A freshly initialised 784-64-10 MLP, identical at every call."""
-    torch.manual_seed(SEED)
-    return models.build(STUDENT, in_shape=IN_SHAPE, num_outputs=NUM_CLASSES)
+def builder(spec: dict, in_shape: tuple[int, ...]) -> Callable[[], nn.Module]:
+    """A function that builds a freshly initialised ``spec``, identical at every call."""
+
+    def student() -> nn.Module:
+        torch.manual_seed(SEED)
+        return models.build(spec, in_shape=in_shape, num_outputs=NUM_CLASSES)
+
+    return student
 
 
 def seconds(run: Callable[..., object], *args: object) -> float:
@@ -124,7 +171,9 @@ def seconds(run: Callable[..., object], *args: object) -> float:
     return time.perf_counter() - start
 
 
-def measure(named: dict[str, Variant], repeats: int, epochs: int) -> dict[str, list[float]]:
+def measure(
+    named: dict[str, Variant], student: Callable[[], nn.Module], repeats: int, epochs: int
+) -> dict[str, list[float]]:
     """Seconds per epoch of each variant in each repeat, the variants run round-robin.
 
     Each repeat starts one variant later than the previous one, so that no variant always runs
@@ -144,7 +193,14 @@ def same_weights(a: nn.Module, b: nn.Module) -> bool:
     return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
-def report(times: dict[str, list[float]], fills: list[float], data: ArrayData, epochs: int) -> None:
+def report(
+    times: dict[str, list[float]],
+    fills: list[float],
+    data: ArrayData,
+    epochs: int,
+    setup: dict,
+    stack: int,
+) -> None:
     """Print the setting, the median ms/epoch of each variant and the ratios against targets.
 
     A ratio is the median over repeats of the ratio within each repeat (the two variants ran
@@ -158,12 +214,12 @@ def report(times: dict[str, list[float]], fills: list[float], data: ArrayData, e
         f"{platform.system()} {platform.machine()}"
     )
     print(
-        f"data:    FashionMNIST-Small, {len(data)} images, batch {BATCH_SIZE} "
+        f"data:    {setup['label']}, {len(data)} images, batch {BATCH_SIZE} "
         f"({-(-len(data) // BATCH_SIZE)} steps/epoch), Adam lr {LR:g}"
     )
     print(
-        "models:  student 784-64-10 MLP; teacher 784-512-512-10 MLP (random init); "
-        f"KD lam={LAM:g}, T={TEMPERATURE:g}"
+        f"models:  {setup['models']} (random init); KD lam={LAM:g}, T={TEMPERATURE:g}"
+        + (f"; {stack} students per run, stacked (fit_many)" if stack > 1 else "")
     )
     print(
         f"timing:  median of {repeats} repeats x {epochs} epochs, variants interleaved round-robin"
@@ -177,6 +233,8 @@ def report(times: dict[str, list[float]], fills: list[float], data: ArrayData, e
     print()
     print(f"{'ratio':<28}{'median':>8}{'min':>8}{'max':>8}  target")
     for name, numerator, denominator, target in RATIOS:
+        if numerator not in times or denominator not in times:
+            continue
         paired = [a / b for a, b in zip(times[numerator], times[denominator], strict=True)]
         median = statistics.median(paired)
         verdict = "(contrast)"
@@ -195,32 +253,40 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--repeats", type=int, default=15, help="timed repeats (default 15)")
     parser.add_argument("--epochs", type=int, default=20, help="epochs per repeat (default 20)")
+    parser.add_argument("--student", choices=sorted(SETUPS), default="mlp", help="default mlp")
+    parser.add_argument(
+        "--stack", type=int, default=1, help="students per run, trained at once (default 1)"
+    )
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.epochs < 1:
-        parser.error("--repeats and --epochs must be at least 1")
+    if args.repeats < 1 or args.epochs < 1 or args.stack < 1:
+        parser.error("--repeats, --epochs and --stack must be at least 1")
 
-    spec = {"name": "fashion_mnist", "small": SMALL, "seed": SEED}
+    setup = SETUPS[args.student]
+    spec = setup["data"] | {"small": SMALL, "seed": SEED}
     if args.data_dir is not None:
         spec["data_dir"] = args.data_dir
     data = datasets.build(spec).small
+    in_shape = tuple(data.x.shape[1:])
     torch.manual_seed(SEED)
-    teacher = models.build(TEACHER, in_shape=IN_SHAPE, num_outputs=NUM_CLASSES).eval()
+    teacher = models.build(setup["teacher"], in_shape=in_shape, num_outputs=NUM_CLASSES).eval()
     mapping = mappings.build("identity")
+    student = builder(setup["student"], in_shape)
 
     fills = [seconds(TeacherCache().outputs, teacher, mapping, data.x) for _ in range(args.repeats)]
-    named = variants(data, teacher, mapping, TeacherCache().outputs(teacher, mapping, data.x))
+    outputs = TeacherCache().outputs(teacher, mapping, data.x)
+    named = variants(data, teacher, mapping, outputs, student, args.stack)
 
     # Warm-up, one untimed epoch each; it also checks that fit and the bare loop do the same work.
     warm = {label: student() for label in named}
     for label, model in warm.items():
         named[label](model, 1)
-    times = measure(named, args.repeats, args.epochs)
+    times = measure(named, student, args.repeats, args.epochs)
 
-    report(times, fills, data, args.epochs)
-    print()
-    print(
-        f"fit CE and the bare loop end with identical weights: {same_weights(warm[BARE], warm[CE])}"
-    )
+    report(times, fills, data, args.epochs, setup, args.stack)
+    if BARE in warm:
+        same = same_weights(warm[BARE], warm[CE])
+        print()
+        print(f"fit CE and the bare loop end with identical weights: {same}")
 
 
 if __name__ == "__main__":
