@@ -170,3 +170,19 @@ def test_device_option_picks_the_device_or_names_a_missing_one(tmp_path, capsys)
     assert main([*argv, "--out", str(out)]) == 0
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert f"device: {expected}" in (out / "config.yaml").read_text()
+
+
+def test_batched_and_one_by_one_seeds_give_the_same_table(tmp_path) -> None:
+    tables = {}
+    for batched in (True, False):
+        out = tmp_path / f"batched_{batched}"
+        config = load_config("digits", [*TINY_DIGITS, f"batched={str(batched).lower()}"])
+        tables[batched] = run_experiment(config, out, progress=False)
+        stacks = sorted(p.name for p in (out / "checkpoints").glob("teacher-seed*.pt"))
+        assert stacks == (["teacher-seeds.pt"] if batched else
+                          ["teacher-seed0.pt", "teacher-seed1.pt", "teacher-seed2.pt"])
+    assert [(r["arm"], r["metric"]) for r in tables[True]] == [
+        (r["arm"], r["metric"]) for r in tables[False]
+    ]
+    for one, many in zip(tables[False], tables[True], strict=True):
+        assert many["mean"] == pytest.approx(one["mean"], abs=1e-6), (one["arm"], one["metric"])
