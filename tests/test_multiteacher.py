@@ -282,3 +282,15 @@ def test_multiteacher_mistakes_name_their_field_before_anything_is_written(
     with pytest.raises(ConfigError, match=f"field '{field}'"):
         run_experiment(load_config(_write(tmp_path, TINY), [change]), out, progress=False)
     assert not out.exists()
+
+
+def test_multiteacher_batched_and_one_by_one_seeds_give_the_same_table(tmp_path) -> None:
+    path = _write(tmp_path, TINY)
+    batched = run_experiment(load_config(path), tmp_path / "batched", progress=False)
+    single = run_experiment(
+        load_config(path, ["batched=false"]), tmp_path / "single", progress=False
+    )
+    assert [(r["arm"], r["metric"]) for r in batched] == [(r["arm"], r["metric"]) for r in single]
+    for one, many in zip(single, batched, strict=True):
+        assert many["mean"] == pytest.approx(one["mean"], abs=1e-6), (one["arm"], one["metric"])
+    assert (tmp_path / "batched" / "checkpoints" / "latent_triplet-seeds.pt").exists()

@@ -545,7 +545,8 @@ class MultiTeacherConfig(_Strict):
     """Multi-teacher distillation through a shared latent (SPEC §1.7): ``teachers`` (≥ 1, each
     with its own architecture and view of ``data``) trained on Big, the ``student`` on Small
     (``validation`` rows of it held out to choose λ, T and a single teacher), every arm × seed
-    scored on Test; ``latent`` configures the shared latent of the arms that use it."""
+    scored on Test; ``latent`` configures the shared latent of the arms that use it. With
+    ``batched`` (the default) the seeds of each arm and setting train at once."""
 
     kind: Literal["multiteacher"]
     name: str
@@ -558,6 +559,7 @@ class MultiTeacherConfig(_Strict):
     seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
     validation: PositiveInt = 200
     device: Device = "cpu"
+    batched: bool = True
 
     @model_validator(mode="after")
     def _check_arms(self) -> MultiTeacherConfig:

@@ -37,7 +37,7 @@ from .config import (
 from .distillation import SELECTION_SEED
 from .driver import ExperimentKind, Rows, choose, field, kinds, splits_tensors, target_size
 from .report import markdown_table, plot_curves, summarize, write_csv
-from .teachers import load_teacher, prepare_teacher, training
+from .teachers import load_teacher, prepare_teacher, train_seeds, training
 
 TASK = "classification"
 
@@ -151,9 +151,10 @@ class MultiTeacherKind(ExperimentKind):
             valid = small.subset(valid_idx)
 
             def scores(setting: Setting) -> list[dict[str, float]]:
+                methods, _ = trainer.train(setting, train_idx, final=False)
                 return [
-                    {"seed": seed, **evaluate(trainer.train(setting, train_idx, seed), valid, TASK)}
-                    for seed in self.config.seeds
+                    {"seed": seed, **evaluate(method, valid, TASK)}
+                    for seed, method in zip(self.config.seeds, methods, strict=True)
                 ]
 
             setting, records = choose(settings, scores, "cross_entropy")
@@ -161,9 +162,8 @@ class MultiTeacherKind(ExperimentKind):
         group, lam, temperature = setting
         everything = torch.arange(len(small))
         rows, results, latent = [], [], []
-        for seed in self.config.seeds:
-            history: list[dict] = []
-            method = trainer.train(setting, everything, seed, history)
+        methods, histories = trainer.train(setting, everything, final=True)
+        for seed, method, history in zip(self.config.seeds, methods, histories, strict=True):
             rows += [{"arm": unit, "seed": seed, **h} for h in history]
             results += [
                 {"arm": unit, "seed": seed, "metric": m, "value": history[-1][m]}
@@ -363,53 +363,54 @@ class _ArmTrainer:
         self._latents: dict[tuple, tuple[LatentAutoencoder, Tensor, Tensor, Tensor]] = {}
 
     def train(
-        self,
-        setting: Setting,
-        rows: Tensor,
-        seed: int,
-        history: list[dict] | None = None,
-    ) -> MultiTeacherDistillation:
-        """A student of ``setting`` trained on Small's ``rows``; with ``history`` (a list it
-        fills) the run on all of Small, scored on Test every epoch."""
-        kind, small = self.kind, self.kind.splits.small
+        self, setting: Setting, rows: Tensor, final: bool
+    ) -> tuple[list[MultiTeacherDistillation], list[list[dict]]]:
+        """Every seed's student of ``setting`` trained on Small's ``rows`` (together when the
+        config is ``batched``), and their histories; ``final``: the run on all of Small,
+        scored on Test every epoch."""
+        kind, small, config = self.kind, self.kind.splits.small, self.kind.config
         group, lam, temperature = setting
-        columns = {"x": small.x[rows], "y": small.y[rows]}
+        shared = {"x": small.x[rows], "y": small.y[rows]}
         if lam < 1:
-            columns["soft_labels"] = self.soft_labels(group, temperature)[rows]
-        latent_size = None
-        if self.arm.latent != "none":
-            latent = self.latent(group, rows, seed)[1]
-            columns["latent"] = latent
-            latent_size = latent.shape[1]
-        config = kind.config
-        method = MultiTeacherDistillation(
-            kind._student(seed),
-            lam=lam,
-            temperature=temperature,
-            latent_weight=config.latent.weight if latent_size else 0.0,
-            layer=config.student.layer,
-            hidden_size=kind.hidden_size,
-            latent_size=latent_size,
-        ).to(config.device)
-        final = history is not None
+            shared["soft_labels"] = self.soft_labels(group, temperature)[rows]
+        methods, sets = [], []
+        for seed in config.seeds:
+            columns = dict(shared)
+            if self.arm.latent != "none":
+                columns["latent"] = self.latent(group, rows, seed)[1]
+            latent_size = columns["latent"].shape[1] if "latent" in columns else None
+            methods.append(
+                MultiTeacherDistillation(
+                    kind._student(seed),
+                    lam=lam,
+                    temperature=temperature,
+                    latent_weight=config.latent.weight if latent_size else 0.0,
+                    layer=config.student.layer,
+                    hidden_size=kind.hidden_size,
+                    latent_size=latent_size,
+                ).to(config.device)
+            )
+            sets.append(columns)
         label = _label(setting)
         checkpoints = kind.out / "checkpoints"
-        found = fit(
-            method,
-            columns,
-            seed=seed,
-            validate=(lambda model: evaluate(model, kind.splits.test, TASK)) if final else None,
-            checkpoint=checkpoints / f"{self.unit}-seed{seed}.pt"
+        histories = train_seeds(
+            methods,
+            sets if self.arm.latent != "none" else shared,
+            config.seeds,
+            config.student.train,
+            batched=config.batched,
+            checkpoints=checkpoints / self.unit
             if final
-            else checkpoints / "selection" / f"{self.unit}-{label}-seed{seed}.pt",
+            else checkpoints / "selection" / f"{self.unit}-{label}",
+            names=[
+                f"student of arm {self.unit!r}, seed {seed}"
+                + ("" if final else f" at {label} (choosing on validation)")
+                for seed in config.seeds
+            ],
+            validate=(lambda model: evaluate(model, kind.splits.test, TASK)) if final else None,
             progress=kind.progress,
-            name=f"student of arm {self.unit!r}, seed {seed}"
-            + ("" if final else f" at {label} (choosing on validation)"),
-            **training(config.student.train),
         )
-        if final:
-            history += found
-        return method
+        return methods, histories
 
     def soft_labels(self, group: tuple[str, ...], temperature: float) -> Tensor:
         """``(N, C)`` merged soft labels of ``group`` at ``temperature`` on all of Small."""
