@@ -6,15 +6,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import logging
 import os
 import shlex
 import sys
 from pathlib import Path
 
+import torch
+
 from .errors import CrossdistillError
 from .experiments import builtin_configs, load_config, run_experiment
 from .experiments.overview import write_report
-from .files import write_if_changed
+from .files import main_process, write_if_changed
+from .training import distributed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument(
         "--device", help="auto, cpu, cuda or cuda:N: the same as the override device=DEVICE"
+    )
+    run.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="train on N processes (CPU: gloo; device cuda: one GPU each) started by Lightning "
+        "Fabric; under torchrun, its processes are used without this option",
     )
     run.add_argument(
         "--import",
@@ -80,7 +91,19 @@ def main(argv: list[str] | None = None) -> int:
             _import(module)
         config = load_config(args.config, args.overrides)
         out = args.out or Path("runs") / config.name
+        fabric = distributed.start(args.processes, torch.device(config.device).type)
+        if not main_process():
+            run_experiment(config, out, progress=False)
+            return 0
         print(f"running {config.name} into {out}", file=sys.stderr)
+        if fabric is not None:
+            print(
+                f"on {fabric.world_size} processes ({fabric.strategy.process_group_backend}): "
+                "each batch is split across them",
+                file=sys.stderr,
+            )
+            logging.basicConfig(format="crossdistill: %(message)s")
+            logging.getLogger(distributed.__name__).setLevel(logging.INFO)
         run_experiment(config, out, progress=not args.quiet)
     except KeyboardInterrupt:
         kept = (

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import torch.distributed
+
 T = TypeVar("T")
 
 UNREADABLE = (
@@ -47,10 +49,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def main_process() -> bool:
+    """Whether this process writes run outputs: True alone, and in a distributed run (see
+    `crossdistill.training.distributed`) for its first process (rank 0) only."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def write_if_changed(path: str | Path, content: str | bytes) -> None:
     """Write ``content`` to ``path`` atomically, unless the file already holds exactly that (a
-    rerun of a finished run thus writes nothing, and works in a read-only directory)."""
+    rerun of a finished run thus writes nothing, and works in a read-only directory). Only the
+    `main_process` writes."""
     path = Path(path)
+    if not main_process():
+        return
     data = content.encode() if isinstance(content, str) else content
     if path.is_file() and path.read_bytes() == data:
         return

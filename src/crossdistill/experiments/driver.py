@@ -27,11 +27,11 @@ from tqdm.auto import tqdm
 
 from ..data import DomainSplits
 from ..errors import CrossdistillError
-from ..files import read_rebuildable, write_if_changed
+from ..files import main_process, read_rebuildable, write_if_changed
 from ..losses import Task
 from ..methods import Method, methods, teachers_read
 from ..registry import Registry
-from ..training import fingerprint
+from ..training import distributed, fingerprint
 from .config import ArmConfig, ConfigError, dump_config, teacher_of
 from .report import claim_directory, write_csv
 
@@ -107,11 +107,15 @@ def run_experiment(config: BaseModel, out: str | Path, progress: bool = True) ->
     out = Path(out)
     kind = kinds.build(config.kind, config=config, out=out, progress=progress)
     kind.check()  # a wrong file or setting fails before any output
-    claim_directory(out, dump_config(config), kind.inputs)
+    claim_directory(out, dump_config(config), kind.inputs)  # by rank 0 of several processes
+    distributed.barrier()
     kind.setup()
     rows: Rows = {name: [] for name in kind.outputs}
     for unit in tqdm(
-        kind.units(), desc=config.name, unit="unit", disable=None if progress else True
+        kind.units(),
+        desc=config.name,
+        unit="unit",
+        disable=None if progress and main_process() else True,
     ):
         file = out / "units" / f"{re.sub(r'[^A-Za-z0-9_.=-]+', '_', unit)}.json"
         new = read_rebuildable(file, lambda path: json.loads(path.read_text()))
@@ -127,6 +131,7 @@ def run_experiment(config: BaseModel, out: str | Path, progress: bool = True) ->
     table, markdown = kind.table(rows)
     write_csv(table, out / "table.csv")
     write_if_changed(out / "table.md", markdown)
+    distributed.barrier()
     return table
 
 

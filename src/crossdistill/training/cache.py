@@ -10,7 +10,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..files import atomic_path, read_rebuildable
+from ..files import atomic_path, main_process, read_rebuildable
+from . import distributed
 from .hooks import capture
 from .loop import TrainingDiverged, predict
 
@@ -65,7 +66,9 @@ class TeacherCache:
 
     Outputs live in memory and, when ``directory`` is given, in ``directory/<key>.pt`` so that a
     resumed or repeated run reads them instead of running the teacher again. ``computed`` counts
-    the teacher passes actually made (one per distinct key).
+    the teacher passes actually made (one per distinct key). With several processes
+    (`crossdistill.training.distributed`) each passes the teacher over its shard of the rows,
+    the outputs are gathered once into every process, and rank 0 alone writes the file.
 
     Args:
         directory: where to keep outputs on disk; ``None`` keeps them in memory only.
@@ -125,7 +128,7 @@ class TeacherCache:
                     "it cannot teach (retrain it with a lower learning rate, or check its file)"
                 )
             self.computed += 1
-            if file is not None:
+            if file is not None and main_process():
                 with atomic_path(file) as tmp:
                     torch.save(result._asdict(), tmp)
         self._memory[key] = result
@@ -133,7 +136,11 @@ class TeacherCache:
 
 
 def _teacher_pass(teacher: nn.Module, seen: Tensor, layers: tuple[str, ...]) -> TeacherRun:
-    """One `predict` pass of ``teacher`` over ``seen`` with ``layers`` hooked."""
+    """One `predict` pass of ``teacher`` over ``seen`` with ``layers`` hooked; with several
+    processes, each passes over its shard of the rows and the parts are gathered."""
     with capture(teacher, layers) as recorded:
-        outputs = predict(teacher, seen)
-    return TeacherRun(outputs.cpu(), {k: torch.cat(v).cpu() for k, v in recorded.items()})
+        outputs = predict(teacher, distributed.local_part(seen))
+    return TeacherRun(
+        distributed.gather_rows(outputs).cpu(),
+        {k: distributed.gather_rows(torch.cat(v)).cpu() for k, v in recorded.items()},
+    )

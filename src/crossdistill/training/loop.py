@@ -18,8 +18,9 @@ from tqdm.auto import tqdm
 
 from ..data.arrays import ArrayData, Columns
 from ..errors import CrossdistillError
-from ..files import atomic_path, read_rebuildable
+from ..files import atomic_path, main_process, read_rebuildable
 from ..losses import Task
+from . import distributed
 
 DIVERGENCE_FACTOR = 1e4
 """`fit` stops when an epoch's mean loss exceeds this multiple of its first step's loss (or of
@@ -95,12 +96,13 @@ def _setting_problem(default: Any, value: Any) -> str:
 
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 2048) -> Tensor:
-    """``model(x)`` in eval mode, without gradients, in slices of ``batch_size`` rows."""
+    """``model(x)`` in eval mode, without gradients, in slices of ``batch_size`` rows (``x``
+    may have no rows)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     outputs = torch.cat(
-        [model(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
+        [model(x[i : i + batch_size].to(device)) for i in range(0, max(len(x), 1), batch_size)]
     )
     model.train(was_training)
     return outputs
@@ -191,6 +193,14 @@ def fit(
             bfloat16 autocast on the method's device (meant for GPUs; the parameters, the
             optimizer and the backward pass's accumulation stay float32).
 
+    With several processes (`crossdistill.training.distributed.start`) every process calls
+    ``fit`` alike: each batch's rows are split across them (``batch_size`` stays the batch of
+    all of them together), the method trains wrapped in DistributedDataParallel, and each
+    process's loss is weighted by its share of the batch, so the gradients are those of one
+    process up to float rounding. Random draws inside ``forward_train`` (dropout) and
+    batch-norm statistics are each process's own and do not match one process's. The history
+    is of the whole batches, the same on every process, and only rank 0 writes ``checkpoint``.
+
     Returns:
         ``[{"epoch": 1, "train_loss": ..., "train_<name>": ..., **validate(method)}, ...]`` for
         every epoch so far: the summed loss and each named loss, means over the epoch's rows.
@@ -208,6 +218,14 @@ def fit(
             f"{type(method).__name__} reads column {missing[0]!r}, which the training data "
             f"lacks (it has {', '.join(columns)})"
         )
+    path = None if checkpoint is None else Path(checkpoint)
+    state = None if path is None else read_rebuildable(path, _read_checkpoint)
+    if state is not None:
+        method.load_state_dict(state["model"])
+    # Wrapping for several processes waits for all of them, and rank 0 writes the checkpoint
+    # only after a step they all take part in: every process has read the same file by then.
+    step = distributed.forward_train(method)
+    processes = distributed.processes()
     device = next(method.parameters()).device
     columns = {name: column.to(device) for name, column in columns.items()}
     rows = len(next(iter(columns.values())))
@@ -215,49 +233,50 @@ def fit(
     opt = build_optimizer(optimizer or {"name": "adam", "lr": 1e-3}, trained)
     order = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
-
-    path = None if checkpoint is None else Path(checkpoint)
-    state = None if path is None else read_rebuildable(path, _read_checkpoint)
     first_loss = None
     if state is not None:
-        method.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         order.set_state(state["order"])
         torch.set_rng_state(state["torch_rng"])
         history, first_loss = state["history"], state["first_loss"]
+    distributed.describe_batches(batch_size, name)
 
     with flush_denormals():
         bar = tqdm(
             total=epochs,
             initial=len(history),
             desc=name,
-            disable=None if progress else True,
+            disable=None if progress and main_process() else True,
             leave=False,
         )
         for epoch in range(len(history) + 1, epochs + 1):
             method.train()
             totals: dict[str, Tensor] = {}
             for index in torch.randperm(rows, generator=order).split(batch_size):
-                index = index.to(device)
+                part, weight = distributed.shard(index.to(device))
                 with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
-                    _, losses = method.forward_train({k: c[index] for k, c in columns.items()})
+                    _, losses = step({k: c[part] for k, c in columns.items()})
                 if "loss" in losses:
                     raise ValueError(f"{type(method).__name__} names a loss 'loss', fit's total")
                 loss = functools.reduce(operator.add, losses.values())
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * weight if weight != 1.0 else loss).backward()
                 opt.step()
-                if first_loss is None:
-                    first_loss = float(loss.detach())
+                if first_loss is None:  # the whole batch's, like every loss recorded
+                    first_loss = float(distributed.reduce_sum(loss.detach() * weight)) / processes
                 for key, value in losses.items():
-                    totals[key] = totals.get(key, 0.0) + value.detach() * len(index)
-            named = {f"train_{k}": float(v) / rows for k, v in totals.items()}
+                    totals[key] = totals.get(key, 0.0) + value.detach() * len(index) * weight
+            summed = distributed.reduce_sum(torch.stack([*totals.values()])) if totals else []
+            named = {
+                f"train_{k}": float(v) / rows / processes
+                for k, v in zip(totals, summed, strict=True)
+            }
             metrics = {"epoch": epoch, "train_loss": sum(named.values()), **named}
             if validate is not None:
                 metrics |= validate(method)
             _check_diverged(metrics, first_loss, name, epoch)
             history.append(metrics)
-            if path is not None:
+            if path is not None and main_process():
                 with atomic_path(path) as tmp:
                     torch.save(
                         {
