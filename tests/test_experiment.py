@@ -173,16 +173,38 @@ def test_device_option_picks_the_device_or_names_a_missing_one(tmp_path, capsys)
 
 
 def test_batched_and_one_by_one_seeds_give_the_same_table(tmp_path) -> None:
-    tables = {}
+    tables, selections = {}, {}
     for batched in (True, False):
         out = tmp_path / f"batched_{batched}"
         config = load_config("digits", [*TINY_DIGITS, f"batched={str(batched).lower()}"])
         tables[batched] = run_experiment(config, out, progress=False)
+        selections[batched] = read_csv(out / "selection.csv")
         stacks = sorted(p.name for p in (out / "checkpoints").glob("teacher-seed*.pt"))
-        assert stacks == (["teacher-seeds.pt"] if batched else
-                          ["teacher-seed0.pt", "teacher-seed1.pt", "teacher-seed2.pt"])
+        assert stacks == (
+            ["teacher-seeds.pt"]
+            if batched
+            else ["teacher-seed0.pt", "teacher-seed1.pt", "teacher-seed2.pt"]
+        )
+        sweep = sorted(p.name for p in (out / "checkpoints" / "selection").iterdir())
+        settings = config.arms["teacher"].settings()  # 10 (λ, T), each for the 3 seeds
+        apart = [f"teacher-lam{a:g}-T{t:g}-seed{s}.pt" for a, t in settings for s in config.seeds]
+        assert sweep == (["teacher-sweep-seeds.pt"] if batched else sorted(apart))
     assert [(r["arm"], r["metric"]) for r in tables[True]] == [
         (r["arm"], r["metric"]) for r in tables[False]
     ]
     for one, many in zip(tables[False], tables[True], strict=True):
         assert many["mean"] == pytest.approx(one["mean"], abs=1e-6), (one["arm"], one["metric"])
+    assert len(selections[True]) == len(settings) * len(config.seeds)
+    scores = ("accuracy", "cross_entropy")
+    for one, many in zip(selections[False], selections[True], strict=True):
+        assert {k: v for k, v in many.items() if k not in scores} == {
+            k: v for k, v in one.items() if k not in scores
+        }
+        assert [float(many[k]) for k in scores] == pytest.approx(
+            [float(one[k]) for k in scores], abs=1e-6
+        )
+    chosen = {
+        batched: {(r["metric"], r["mean"]) for r in table if r["metric"] in ("lam", "temperature")}
+        for batched, table in tables.items()
+    }
+    assert chosen[True] == chosen[False]

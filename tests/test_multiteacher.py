@@ -152,7 +152,12 @@ def test_multi_teacher_distillation_names_its_losses_and_trains_its_projection()
     torch.manual_seed(0)
     student = nn.Sequential(nn.Flatten(), nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
     method = MultiTeacherDistillation(
-        student, lam=0.5, temperature=2.0, latent_weight=0.3, layer="2", hidden_size=6,
+        student,
+        lam=0.5,
+        temperature=2.0,
+        latent_weight=0.3,
+        layer="2",
+        hidden_size=6,
         latent_size=2,
     )
     assert method.columns == ("x", "y", "soft_labels", "latent")
@@ -233,14 +238,21 @@ def test_multiteacher_runs_every_arm_and_each_teacher_once_over_the_students_dat
     assert sorted(n for _, n in passes) == [200] * 3 + [397] * 3
     assert set(passes.values()) == {1}
     cells = {(row["arm"], row["metric"]): row for row in table}
-    arms = ("no_teacher", "single_teacher_kd", "multi_teacher_avg",
-            "multi_teacher_confidence", "latent_no_triplet", "latent_triplet")
+    arms = (
+        "no_teacher",
+        "single_teacher_kd",
+        "multi_teacher_avg",
+        "multi_teacher_confidence",
+        "latent_no_triplet",
+        "latent_triplet",
+    )
     for arm in arms:
         assert cells[arm, "accuracy"]["n"] == 2
         assert cells[arm, "parameters"]["mean"] == 64 * 16 + 16 + 16 * 10 + 10
     assert ("no_teacher", "teacher_parameters") not in cells
     assert cells["multi_teacher_avg", "teacher_parameters"]["mean"] == (
-        (64 * 16 + 16 + 16 * 7 + 7) + (64 * 24 + 24 + 24 * 12 + 12 + 12 * 6 + 6)
+        (64 * 16 + 16 + 16 * 7 + 7)
+        + (64 * 24 + 24 + 24 * 12 + 12 + 12 * 6 + 6)
         + (64 * 20 + 20 + 20 * 10 + 10)
     )
     for teacher in ("first", "last", "few"):
@@ -251,7 +263,10 @@ def test_multiteacher_runs_every_arm_and_each_teacher_once_over_the_students_dat
     assert float(choices["multi_teacher_avg"]["lam"]) in (0.3, 0.7)
     selection = read_csv(out / "selection.csv")
     assert {r["teachers"] for r in selection if r["arm"] == "single_teacher_kd"} == {
-        "first", "last", "few"}
+        "first",
+        "last",
+        "few",
+    }
     latent = read_csv(out / "latent.csv")
     assert {(r["arm"], r["space"]) for r in latent} == {
         (a, s) for a in ("latent_no_triplet", "latent_triplet") for s in ("teachers", "student")
@@ -286,11 +301,25 @@ def test_multiteacher_mistakes_name_their_field_before_anything_is_written(
 
 def test_multiteacher_batched_and_one_by_one_seeds_give_the_same_table(tmp_path) -> None:
     path = _write(tmp_path, TINY)
-    batched = run_experiment(load_config(path), tmp_path / "batched", progress=False)
+    sweep = ["arms.single_teacher_kd.lam=[0.3,0.7]"]  # each teacher's soft labels, one stack
+    batched = run_experiment(load_config(path, sweep), tmp_path / "batched", progress=False)
     single = run_experiment(
-        load_config(path, ["batched=false"]), tmp_path / "single", progress=False
+        load_config(path, [*sweep, "batched=false"]), tmp_path / "single", progress=False
     )
     assert [(r["arm"], r["metric"]) for r in batched] == [(r["arm"], r["metric"]) for r in single]
     for one, many in zip(single, batched, strict=True):
         assert many["mean"] == pytest.approx(one["mean"], abs=1e-6), (one["arm"], one["metric"])
-    assert (tmp_path / "batched" / "checkpoints" / "latent_triplet-seeds.pt").exists()
+    checkpoints = tmp_path / "batched" / "checkpoints"
+    assert (checkpoints / "latent_triplet-seeds.pt").exists()
+    assert sorted(p.name for p in (checkpoints / "selection").iterdir()) == [
+        "multi_teacher_avg-sweep-seeds.pt",
+        "single_teacher_kd-sweep-seeds.pt",
+    ]
+    selections = [read_csv(tmp_path / run / "selection.csv") for run in ("single", "batched")]
+    assert len(selections[1]) == (2 + 3 * 2) * 2  # (λ) + (teacher, λ), each for 2 seeds
+    for one, many in zip(*selections, strict=True):
+        assert [many[k] for k in ("teachers", "lam", "seed")] == [
+            one[k] for k in ("teachers", "lam", "seed")
+        ]
+        for metric in ("accuracy", "cross_entropy"):
+            assert float(many[metric]) == pytest.approx(float(one[metric]), abs=1e-6)

@@ -269,8 +269,9 @@ class ArmConfig(SweptArm):
 
 class ExperimentConfig(_Strict):
     """A whole experiment: data, teachers by name, student, the arms compared, and the seeds.
-    With ``batched`` (the default) the seeds of one arm and setting train at once as one
-    stacked model (`crossdistill.training.fit_many`; the same results as one run each)."""
+    With ``batched`` (the default) every setting × seed of an arm's selection trains at once as
+    one stacked model, and the seeds of its final runs as another
+    (`crossdistill.training.fit_many`; the same results as one run each)."""
 
     kind: Literal["distillation"] = "distillation"
     name: str
@@ -546,7 +547,8 @@ class MultiTeacherConfig(_Strict):
     with its own architecture and view of ``data``) trained on Big, the ``student`` on Small
     (``validation`` rows of it held out to choose λ, T and a single teacher), every arm × seed
     scored on Test; ``latent`` configures the shared latent of the arms that use it. With
-    ``batched`` (the default) the seeds of each arm and setting train at once."""
+    ``batched`` (the default) every setting × seed of an arm's selection trains at once, and
+    the seeds of its final runs."""
 
     kind: Literal["multiteacher"]
     name: str

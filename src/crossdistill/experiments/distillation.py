@@ -260,7 +260,8 @@ class DistillationKind(ExperimentKind):
         self, name: str, arm: ArmConfig, small: dict[str, Tensor]
     ) -> tuple[tuple[float, float], list[dict]]:
         """The (λ, T) of the arm's sweep with the best mean validation score over seeds, and
-        the ``selection.csv`` rows (none when nothing is swept)."""
+        the ``selection.csv`` rows (none when nothing is swept). Batched, every (λ, T) × seed
+        trains in one stack; else each (λ, T) apart, one `fit` per seed."""
         settings = arm.settings()
         if len(settings) == 1:
             return settings[0], []
@@ -269,31 +270,15 @@ class DistillationKind(ExperimentKind):
         )
         train = {column: values[train_idx] for column, values in small.items()}
         valid = ArrayData(small["x"][valid_idx], small["y"][valid_idx])
+        parts = [settings] if self.config.batched else [[s] for s in settings]
+        trained: dict[tuple[float, float], list[Method]] = {}
+        for part in parts:
+            trained |= dict(zip(part, self._train_selection(name, arm, train, part), strict=True))
 
         def scores(setting: tuple[float, float]) -> list[dict[str, float]]:
-            lam, temperature = setting
-            seeds = self.config.seeds
-            methods = [self._method(arm, self._student(s), lam, temperature) for s in seeds]
-            train_seeds(
-                methods,
-                {column: train[column] for column in methods[0].columns},
-                seeds,
-                self.config.student.train,
-                batched=self.config.batched,
-                checkpoints=self.out
-                / "checkpoints"
-                / "selection"
-                / f"{name}-lam{lam:g}-T{temperature:g}",
-                names=[
-                    f"student of arm {name!r} at λ={lam:g}, T={temperature:g}, seed {s} "
-                    "(choosing λ, T on validation)"
-                    for s in seeds
-                ],
-                progress=self.progress,
-            )
             return [
                 {"seed": s, **evaluate(m, valid, self.task)}
-                for s, m in zip(seeds, methods, strict=True)
+                for s, m in zip(self.config.seeds, trained[setting], strict=True)
             ]
 
         criterion = "cross_entropy" if self.task == "classification" else "mse"
@@ -308,6 +293,39 @@ class DistillationKind(ExperimentKind):
             for r in records
         ]
         return chosen, selection
+
+    def _train_selection(
+        self,
+        name: str,
+        arm: ArmConfig,
+        train: dict[str, Tensor],
+        settings: list[tuple[float, float]],
+    ) -> list[list[Method]]:
+        """Arm ``name``'s student at each of ``settings`` for every seed (its initial weights
+        and batch order), trained on ``train`` by one `train_seeds` call; per setting, its
+        seeds' methods. Checkpoints ``checkpoints/selection/<arm>-sweep-seeds.pt`` (several
+        settings, one stack) or ``<arm>-lam<λ>-T<T>-seed<s>.pt`` (one setting, one by one)."""
+        seeds = self.config.seeds
+        runs = [(setting, seed) for setting in settings for seed in seeds]
+        methods = [self._method(arm, self._student(seed), *setting) for setting, seed in runs]
+        read = dict.fromkeys(column for method in methods for column in method.columns)
+        lam, temperature = settings[0]
+        label = "sweep" if len(settings) > 1 else f"lam{lam:g}-T{temperature:g}"
+        train_seeds(
+            methods,
+            {column: train[column] for column in read},
+            [seed for _, seed in runs],
+            self.config.student.train,
+            batched=self.config.batched,
+            checkpoints=self.out / "checkpoints" / "selection" / f"{name}-{label}",
+            names=[
+                f"student of arm {name!r} at λ={setting[0]:g}, T={setting[1]:g}, seed {seed} "
+                "(choosing λ, T on validation)"
+                for setting, seed in runs
+            ],
+            progress=self.progress,
+        )
+        return [methods[k : k + len(seeds)] for k in range(0, len(methods), len(seeds))]
 
     def _write_mapping_figures(self, test: ArrayData) -> None:
         """Figures a mapping draws of itself (``write_figures(directory, images)``, e.g. the VAE

@@ -150,8 +150,14 @@ class MultiTeacherKind(ExperimentKind):
             )
             valid = small.subset(valid_idx)
 
+            parts = [settings] if self.config.batched else [[s] for s in settings]
+            trained: dict[Setting, list[MultiTeacherDistillation]] = {}
+            for part in parts:
+                students = [methods for methods, _ in trainer.train(part, train_idx, final=False)]
+                trained |= dict(zip(part, students, strict=True))
+
             def scores(setting: Setting) -> list[dict[str, float]]:
-                methods, _ = trainer.train(setting, train_idx, final=False)
+                methods = trained[setting]
                 return [
                     {"seed": seed, **evaluate(method, valid, TASK)}
                     for seed, method in zip(self.config.seeds, methods, strict=True)
@@ -162,7 +168,7 @@ class MultiTeacherKind(ExperimentKind):
         group, lam, temperature = setting
         everything = torch.arange(len(small))
         rows, results, latent = [], [], []
-        methods, histories = trainer.train(setting, everything, final=True)
+        [(methods, histories)] = trainer.train([setting], everything, final=True)
         for seed, method, history in zip(self.config.seeds, methods, histories, strict=True):
             rows += [{"arm": unit, "seed": seed, **h} for h in history]
             results += [
@@ -363,40 +369,43 @@ class _ArmTrainer:
         self._latents: dict[tuple, tuple[LatentAutoencoder, Tensor, Tensor, Tensor]] = {}
 
     def train(
-        self, setting: Setting, rows: Tensor, final: bool
-    ) -> tuple[list[MultiTeacherDistillation], list[list[dict]]]:
-        """Every seed's student of ``setting`` trained on Small's ``rows`` (together when the
-        config is ``batched``), and their histories; ``final``: the run on all of Small,
-        scored on Test every epoch."""
+        self, settings: list[Setting], rows: Tensor, final: bool
+    ) -> list[tuple[list[MultiTeacherDistillation], list[list[dict]]]]:
+        """Every seed's student of each of ``settings`` trained on Small's ``rows`` by one
+        `train_seeds` call (one stack when the config is ``batched``): per setting, its seeds'
+        methods and histories; ``final``: the run on all of Small, scored on Test every epoch.
+        """
         kind, small, config = self.kind, self.kind.splits.small, self.kind.config
-        group, lam, temperature = setting
-        shared = {"x": small.x[rows], "y": small.y[rows]}
-        if lam < 1:
-            shared["soft_labels"] = self.soft_labels(group, temperature)[rows]
+        seeds = config.seeds
+        plain = {"x": small.x[rows], "y": small.y[rows]}
         methods, sets = [], []
-        for seed in config.seeds:
-            columns = dict(shared)
-            if self.arm.latent != "none":
-                columns["latent"] = self.latent(group, rows, seed)[1]
-            latent_size = columns["latent"].shape[1] if "latent" in columns else None
-            methods.append(
-                MultiTeacherDistillation(
-                    kind._student(seed),
-                    lam=lam,
-                    temperature=temperature,
-                    latent_weight=config.latent.weight if latent_size else 0.0,
-                    layer=config.student.layer,
-                    hidden_size=kind.hidden_size,
-                    latent_size=latent_size,
-                ).to(config.device)
-            )
-            sets.append(columns)
-        label = _label(setting)
+        for group, lam, temperature in settings:
+            shared = dict(plain)
+            if lam < 1:
+                shared["soft_labels"] = self.soft_labels(group, temperature)[rows]
+            for seed in seeds:
+                columns = dict(shared)
+                if self.arm.latent != "none":
+                    columns["latent"] = self.latent(group, rows, seed)[1]
+                latent_size = columns["latent"].shape[1] if "latent" in columns else None
+                methods.append(
+                    MultiTeacherDistillation(
+                        kind._student(seed),
+                        lam=lam,
+                        temperature=temperature,
+                        latent_weight=config.latent.weight if latent_size else 0.0,
+                        layer=config.student.layer,
+                        hidden_size=kind.hidden_size,
+                        latent_size=latent_size,
+                    ).to(config.device)
+                )
+                sets.append(columns)
+        label = _label(settings[0]) if len(settings) == 1 else "sweep"
         checkpoints = kind.out / "checkpoints"
         histories = train_seeds(
             methods,
-            sets if self.arm.latent != "none" else shared,
-            config.seeds,
+            sets if len(settings) > 1 or self.arm.latent != "none" else sets[0],
+            [seed for _ in settings for seed in seeds],
             config.student.train,
             batched=config.batched,
             checkpoints=checkpoints / self.unit
@@ -404,13 +413,18 @@ class _ArmTrainer:
             else checkpoints / "selection" / f"{self.unit}-{label}",
             names=[
                 f"student of arm {self.unit!r}, seed {seed}"
-                + ("" if final else f" at {label} (choosing on validation)")
-                for seed in config.seeds
+                + ("" if final else f" at {_label(setting)} (choosing on validation)")
+                for setting in settings
+                for seed in seeds
             ],
             validate=(lambda model: evaluate(model, kind.splits.test, TASK)) if final else None,
             progress=kind.progress,
         )
-        return methods, histories
+        count = len(seeds)
+        return [
+            (methods[k : k + count], histories[k : k + count])
+            for k in range(0, len(methods), count)
+        ]
 
     def soft_labels(self, group: tuple[str, ...], temperature: float) -> Tensor:
         """``(N, C)`` merged soft labels of ``group`` at ``temperature`` on all of Small."""

@@ -13,7 +13,7 @@ from ..data import ArrayData
 from ..losses import Task
 from ..methods import Supervised
 from ..models import ModelFileError, check_outputs, load_state_dict_file, load_torchscript, models
-from ..training import evaluate, fit, fit_many
+from ..training import evaluate, fit, fit_many, stacks
 from .config import TeacherConfig, TrainConfig
 
 
@@ -127,25 +127,32 @@ def train_seeds(
     validate: Callable[[nn.Module], dict[str, float]] | None = None,
     progress: bool = False,
 ) -> list[list[dict]]:
-    """Train one method per seed (``methods[k]`` with the batch order of ``seeds[k]``, on
-    ``train`` or ``train[k]``): together by `crossdistill.training.fit_many` when ``batched``
-    (checkpoint ``<checkpoints>-seeds.pt``), else one `fit` each (``<checkpoints>-seed<s>.pt``).
-    ``checkpoints`` is a path stem, or None for no checkpoints; returns each method's
-    history."""
-    if batched:
-        return fit_many(
-            methods,
-            train,
-            seeds=seeds,
-            validate=validate,
-            checkpoint=None
-            if checkpoints is None
-            else checkpoints.with_name(f"{checkpoints.name}-seeds.pt"),
-            progress=progress,
-            names=names,
-            **training(config),
-        )
+    """Train each method (``methods[k]`` with the batch order of ``seeds[k]``, on ``train`` or
+    ``train[k]``; the seeds of one setting, or every setting × seed of a sweep): together by
+    `crossdistill.training.fit_many` when ``batched`` (checkpoint ``<checkpoints>-seeds.pt``;
+    methods unlike the first, e.g. at λ = 1 among λ < 1, form further stacks, checkpoints
+    ``-seeds1.pt``, …, see `crossdistill.training.stacks`), else one `fit` each
+    (``<checkpoints>-seed<s>.pt``). ``checkpoints`` is a path stem, or None for no checkpoints;
+    returns each method's history."""
     shared = isinstance(train, Mapping)
+    if batched:
+        histories: list[list[dict]] = [[] for _ in methods]
+        for g, group in enumerate(stacks(methods)):
+            found = fit_many(
+                [methods[k] for k in group],
+                train if shared else [train[k] for k in group],
+                seeds=[seeds[k] for k in group],
+                validate=validate,
+                checkpoint=None
+                if checkpoints is None
+                else checkpoints.with_name(f"{checkpoints.name}-seeds{g or ''}.pt"),
+                progress=progress,
+                names=[names[k] for k in group],
+                **training(config),
+            )
+            for k, history in zip(group, found, strict=True):
+                histories[k] = history
+        return histories
     return [
         fit(
             method,

@@ -43,7 +43,7 @@ def _mix(
 def kd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
-    temperature: float = 1.0,
+    temperature: float | Tensor = 1.0,
     t2_scale: bool = True,
     soften_student: bool = True,
 ) -> Tensor:
@@ -54,14 +54,17 @@ def kd_loss(
     softmax(z) instead — generalized distillation as Lopez-Paz et al. implement it, where a high
     T pulls the student towards near-uniform targets.
 
-    ``student_logits`` z and ``teacher_logits`` v are (N, R); returns a scalar.
+    ``student_logits`` z and ``teacher_logits`` v are (N, R); returns a scalar. ``temperature``
+    is a number (checked > 0) or a 0-dim tensor, e.g. a method's buffer stacked by
+    `crossdistill.training.fit_many` (not checked: its method checked it when built).
     """
     if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
         raise ValueError(
             f"student_logits {tuple(student_logits.shape)} and teacher_logits "
             f"{tuple(teacher_logits.shape)} must both be (N, R)"
         )
-    _check_temperature(temperature)
+    if not isinstance(temperature, Tensor):
+        _check_temperature(temperature)
     soft_targets = F.softmax(teacher_logits / temperature, dim=1)
     student = student_logits / temperature if soften_student else student_logits
     loss = F.cross_entropy(student, soft_targets)

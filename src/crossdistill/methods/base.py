@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
 from torch import Tensor, nn
 
 from ..registry import Registry
@@ -44,6 +45,28 @@ def check_lam_temperature(lam: float, temperature: float) -> None:
         raise ValueError(f"lam must be in [0, 1], got {lam}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def register_lam_temperature(method: nn.Module, lam: float, temperature: float) -> None:
+    """Check λ and T (`check_lam_temperature`) and hold them in ``method`` as 0-dim float32
+    buffers ``lam`` (λ), ``teacher_weight`` (1 − λ), ``temperature`` (T) and
+    ``temperature_squared`` (T²), on the device of its parameters.
+
+    Each is computed in Python and rounded to float32 once — the very factor float32 arithmetic
+    with the Python number uses — so the losses are bit for bit those of Python floats. As
+    buffers they are stacked by `crossdistill.training.fit_many` (each stacked method trains
+    with its own λ and T); non-persistent, so ``state_dict`` and checkpoints hold none of them.
+    """
+    check_lam_temperature(lam, temperature)
+    device = next(method.parameters(), torch.empty(0)).device
+    values = {
+        "lam": lam,
+        "teacher_weight": 1.0 - lam,
+        "temperature": temperature,
+        "temperature_squared": temperature**2,
+    }
+    for name, value in values.items():
+        method.register_buffer(name, torch.tensor(float(value), device=device), persistent=False)
 
 
 class Method(nn.Module):

@@ -10,7 +10,7 @@ from ..data.arrays import ArrayData
 from ..losses import Task, kd_loss, squared_error, task_loss
 from ..training import TeacherCache, evaluate, fit
 from ..training.cache import Mapping
-from .base import Batch, Method, check_lam_temperature, methods, teacher_column
+from .base import Batch, Method, methods, register_lam_temperature, teacher_column
 
 
 @methods.register("distillation")
@@ -19,7 +19,8 @@ class Distillation(Method):
     (classification) or ``{"labels": λ‖y − g‖², "teacher": (1 − λ)‖g − v‖²}`` (regression),
     with z = g = student(x) and v the column ``teacher/<teacher>`` (the teacher's outputs on
     φ(x), or on privileged inputs x* for generalized distillation). At λ = 1 only ``labels``,
-    and no teacher column is read.
+    and no teacher column is read. λ and T are buffers (`register_lam_temperature`), so that
+    `crossdistill.training.fit_many` trains methods of a (λ, T) sweep as one stack.
 
     Args:
         student: maps ``x`` ``(B, ...)`` to logits ``(B, R)`` or predictions.
@@ -44,29 +45,30 @@ class Distillation(Method):
         task: Task = "classification",
     ) -> None:
         super().__init__(student)
-        check_lam_temperature(lam, temperature)
-        self.teacher, self.lam, self.temperature = teacher, lam, temperature
+        register_lam_temperature(self, lam, temperature)
+        self.teacher = teacher
         self.t2_scale, self.soften_student, self.task = t2_scale, soften_student, task
         self.columns = ("x", "y") if lam == 1.0 else ("x", "y", teacher_column(teacher))
 
     def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         output = self.student(batch["x"])
         labels = task_loss(self.task, output, batch["y"])
-        if self.lam == 1.0:
+        column = teacher_column(self.teacher)
+        if column not in self.columns:  # λ = 1, fixed when built (alike in a stack)
             return output, {"labels": labels}
-        teacher = batch[teacher_column(self.teacher)]
         if self.task == "classification":
-            imitation = kd_loss(
-                output, teacher, self.temperature, self.t2_scale, self.soften_student
-            )
+            imitation = kd_loss(output, batch[column], self.temperature, False, self.soften_student)
+            if self.t2_scale:  # Python's T² rounded once, not the float32 T squared
+                imitation = imitation * self.temperature_squared
         else:
-            imitation = squared_error(output, teacher)
-        return output, {"labels": self.lam * labels, "teacher": (1.0 - self.lam) * imitation}
+            imitation = squared_error(output, batch[column])
+        return output, {"labels": self.lam * labels, "teacher": self.teacher_weight * imitation}
 
     def extra_repr(self) -> str:
         return (
-            f"teacher={self.teacher!r}, lam={self.lam}, temperature={self.temperature}, "
-            f"t2_scale={self.t2_scale}, soften_student={self.soften_student}, task={self.task!r}"
+            f"teacher={self.teacher!r}, lam={float(self.lam):g}, "
+            f"temperature={float(self.temperature):g}, t2_scale={self.t2_scale}, "
+            f"soften_student={self.soften_student}, task={self.task!r}"
         )
 
 

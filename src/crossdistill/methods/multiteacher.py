@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..losses import class_triplets, triplet_loss
 from ..training.hooks import capture
-from .base import Batch, Method, check_lam_temperature
+from .base import Batch, Method, register_lam_temperature
 
 MERGE_ITERATIONS = 200
 """EM iterations of `merge_soft_labels` (a teacher that knows every class is exact after one)."""
@@ -246,7 +246,9 @@ class MultiTeacherDistillation(Method):
     """λ·CE(y, softmax(z)) (``labels``) + (1 − λ)·T²·CE(q, softmax(z/T)) (``teachers``, q the
     column ``soft_labels``: merged soft labels at temperature T) + γ·‖P(h) − s‖² (``latent``,
     the mean squared error between the student's hidden layer h through its linear
-    projection P and the column ``latent`` s, the teachers' shared latent).
+    projection P and the column ``latent`` s, the teachers' shared latent). λ and T are buffers
+    (`register_lam_temperature`), so that `crossdistill.training.fit_many` trains methods of a
+    (λ, T) sweep as one stack.
 
     Args:
         student: maps ``x`` ``(B, ...)`` to logits ``(B, C)``.
@@ -270,10 +272,10 @@ class MultiTeacherDistillation(Method):
         latent_size: int | None = None,
     ) -> None:
         super().__init__(student)
-        check_lam_temperature(lam, temperature)
+        register_lam_temperature(self, lam, temperature)
         if latent_weight < 0:
             raise ValueError(f"latent_weight must be ≥ 0, got {latent_weight}")
-        self.lam, self.temperature, self.latent_weight = lam, temperature, latent_weight
+        self.latent_weight = latent_weight
         self.layer = layer
         columns = ["x", "y"] + (["soft_labels"] if lam < 1 else [])
         if latent_weight > 0:
@@ -288,10 +290,9 @@ class MultiTeacherDistillation(Method):
         with capture(self.student, layers, detach=False) as recorded:
             output = self.student(batch["x"])
         losses = {"labels": self.lam * F.cross_entropy(output, batch["y"])}
-        if self.lam < 1:
-            t = self.temperature
-            soft = F.cross_entropy(output / t, batch["soft_labels"]) * t**2
-            losses["teachers"] = (1 - self.lam) * soft
+        if "soft_labels" in self.columns:  # λ < 1, fixed when built (alike in a stack)
+            soft = F.cross_entropy(output / self.temperature, batch["soft_labels"])
+            losses["teachers"] = self.teacher_weight * (soft * self.temperature_squared)
         if self.latent_weight > 0:
             hidden = recorded[self.layer][0]
             projected = self.projection(hidden.reshape(len(hidden), -1))
@@ -307,6 +308,6 @@ class MultiTeacherDistillation(Method):
 
     def extra_repr(self) -> str:
         return (
-            f"lam={self.lam}, temperature={self.temperature}, "
+            f"lam={float(self.lam):g}, temperature={float(self.temperature):g}, "
             f"latent_weight={self.latent_weight}, layer={self.layer!r}"
         )

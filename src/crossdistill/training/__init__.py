@@ -1,7 +1,7 @@
 """The training loop, evaluation, the teacher-output cache and forward hooks."""
 
 from ..losses import Task
-from .batched import can_batch, fit_many
+from .batched import can_batch, fit_many, stacks
 from .cache import TeacherCache, TeacherRun, fingerprint
 from .devices import available_devices, check_device
 from .hooks import capture
@@ -34,4 +34,5 @@ __all__ = [
     "fit_many",
     "metrics",
     "predict",
+    "stacks",
 ]

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ..data.arrays import ArrayData, Columns
 from ..files import atomic_path, read_rebuildable
+from . import distributed
 from .loop import PRECISIONS, Trainable, _check_diverged, build_optimizer, fit, flush_denormals
 
 UNBATCHABLE = (nn.modules.batchnorm._BatchNorm, nn.RNNBase, nn.modules.conv._ConvNd)
@@ -28,6 +29,65 @@ rounding, amplified over 30 epochs, moved its Test accuracies by up to 0.005."""
 def can_batch(method: nn.Module) -> bool:
     """Whether `fit_many` trains copies of ``method`` as one stacked model (else one by one)."""
     return not any(isinstance(m, UNBATCHABLE) for m in method.modules())
+
+
+def stacks(methods: Sequence[nn.Module]) -> list[list[int]]:
+    """The indices of ``methods`` grouped into the stacks `fit_many` accepts: each method joins
+    the first group whose first method it is alike (see `fit_many`'s ValueError), in order."""
+    groups: list[list[int]] = []
+    for k, method in enumerate(methods):
+        alike = (g for g in groups if _difference(methods[g[0]], method) is None)
+        group = next(alike, None)
+        if group is None:
+            groups.append([k])
+        else:
+            group.append(k)
+    return groups
+
+
+def _difference(first: nn.Module, other: nn.Module) -> str | None:
+    """What of ``other`` a stack built on ``first`` would ignore (vmap runs ``first``'s Python
+    code with every method's parameters and buffers): a submodule's type or plain attribute,
+    or a parameter's or buffer's name, shape, dtype or trained flag; None when nothing."""
+    ours, theirs = dict(first.named_modules()), dict(other.named_modules())
+    for path in _union(ours, theirs):
+        where = f"submodule {path!r}" if path else "the method"
+        if path not in ours or path not in theirs:
+            return f"{where} is in one of them only"
+        kinds = type(ours[path]), type(theirs[path])
+        if kinds[0] is not kinds[1]:
+            return f"{where} is a {kinds[0].__name__} against a {kinds[1].__name__}"
+        a, b = _settings(ours[path]), _settings(theirs[path])
+        for key in _union(a, b):
+            if key not in a or key not in b or not _same(a[key], b[key]):
+                return f"attribute {key!r} of {where} is {a.get(key)!r} against {b.get(key)!r}"
+    for kind in ("parameter", "buffer"):
+        a = dict(getattr(first, f"named_{kind}s")())
+        b = dict(getattr(other, f"named_{kind}s")())
+        for name in _union(a, b):
+            if name not in a or name not in b:
+                return f"{kind} {name!r} is in one of them only"
+            found = [(tuple(t.shape), t.dtype, t.requires_grad) for t in (a[name], b[name])]
+            if found[0] != found[1]:
+                return f"{kind} {name!r} (shape, dtype, trained) is {found[0]} against {found[1]}"
+    return None
+
+
+def _settings(module: nn.Module) -> dict[str, Any]:
+    """A module's plain attributes (not its parameters, buffers, submodules or train mode)."""
+    return {k: v for k, v in vars(module).items() if not k.startswith("_") and k != "training"}
+
+
+def _union(a: dict, b: dict) -> list:
+    """The keys of ``a`` then those only in ``b``, in order."""
+    return list(dict.fromkeys([*a, *b]))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values (tensors: of the same shape and elements)."""
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return isinstance(a, Tensor) and isinstance(b, Tensor) and torch.equal(a, b)
+    return bool(a == b)
 
 
 class _Losses(nn.Module):
@@ -63,11 +123,13 @@ def fit_many(
     optimizer over the stacked parameters — the same per-element updates as K runs of `fit`
     (Adam, SGD, RMSprop and AdamW act element-wise);
     the tests require the final metrics to agree within 1e-5. Otherwise each trains by `fit`
-    (then ``checkpoint`` gets ``-<k>`` before its suffix, one file per method; a single
-    method trains faster that way than through vmap).
+    (then ``checkpoint`` gets ``-<k>`` before its suffix, one file per method): a single
+    method trains faster that way than through vmap, and with several processes
+    (`crossdistill.training.distributed`) each method's batches are split across them.
 
     Args:
-        methods: the methods, alike in type and parameter shapes; trained in place.
+        methods: the methods, alike but for the values of their parameters and buffers (such
+            as `crossdistill.methods.Distillation`'s λ and T); trained in place.
         train: one dataset for all, or one per method (same columns and rows for each).
         seeds: the batch-order seed of each method.
         epochs, batch_size, optimizer, precision: as in `fit`.
@@ -82,6 +144,10 @@ def fit_many(
         Each method's `fit` history, in order.
 
     Raises:
+        ValueError: methods to be stacked differ where vmap would silently use method 0's:
+            a submodule's type or plain attribute (``columns``, a λ kept as a float, …), or a
+            parameter's or buffer's name, shape, dtype or trained flag; the message names the
+            method and what differs.
         TrainingDiverged: a method's epoch loss or validation metric is not finite, or
             exploded (`fit`'s rule), naming that method.
     """
@@ -96,7 +162,7 @@ def fit_many(
     if len(per_method) != count:
         raise ValueError(f"give one dataset per method: {count} methods, {len(per_method)} sets")
     settings = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer}
-    if count == 1 or not can_batch(methods[0]):  # one alone trains faster without vmap
+    if count == 1 or not can_batch(methods[0]) or distributed.processes() > 1:
         return [
             fit(
                 method,
@@ -113,6 +179,13 @@ def fit_many(
                 zip(methods, per_method, seeds, names, strict=True)
             )
         ]
+    for k, method in enumerate(methods[1:], start=1):
+        why = _difference(methods[0], method)
+        if why is not None:
+            raise ValueError(
+                f"{names[k]} cannot be stacked with {names[0]} (vmap runs the first method's "
+                f"Python code for all): {why}; train unlike methods apart (see `stacks`)"
+            )
     device = next(methods[0].parameters()).device
     columns = _stacked_columns(per_method, methods[0].columns, shared, device)
     first_column = next(iter(columns.values()))

@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
 
 _log = logging.getLogger(__name__)
-_engine = None
+_engine: Fabric | None = None
 
 
-def start(processes: int | None = None, accelerator: str = "cpu"):
+def start(processes: int | None = None, accelerator: str = "cpu") -> Fabric | None:
     """Join (under ``torchrun``) or launch (``processes`` > 1) a distributed run and return its
     ``lightning_fabric.Fabric``; `engine` returns it from then on. ``None`` for one process.
 
@@ -61,7 +66,7 @@ def start(processes: int | None = None, accelerator: str = "cpu"):
             f"{per_node} processes on this machine need as many GPUs; it has "
             f"{torch.cuda.device_count()}"
         )
-    if accelerator == "cpu":  # the cores shared out, as torchrun's OMP_NUM_THREADS=1 does not
+    if accelerator == "cpu":  # cores / processes threads each
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_node))
     from lightning_fabric import Fabric
     from lightning_fabric.strategies import DDPStrategy
@@ -70,14 +75,15 @@ def start(processes: int | None = None, accelerator: str = "cpu"):
         accelerator=accelerator,
         devices=per_node,
         num_nodes=count // per_node,
-        strategy=DDPStrategy(static_graph=True),  # a method may leave a part unused, always
+        # a static graph: DDP accepts trainable parts a method never uses, with no search
+        strategy=DDPStrategy(static_graph=True),
     )
     fabric.launch()
     _engine = fabric
     return fabric
 
 
-def engine():
+def engine() -> Fabric | None:
     """The ``lightning_fabric.Fabric`` of this process's distributed run (see `start`), or
     None when it trains alone."""
     return _engine
@@ -88,7 +94,7 @@ def processes() -> int:
     return 1 if _engine is None else _engine.world_size
 
 
-def forward_train(method):
+def forward_train(method: nn.Module) -> Callable:
     """``method.forward_train``, through DistributedDataParallel when several processes train
     (the method moves to this process's device; its frozen parts are not synchronised)."""
     if _engine is None:
