@@ -9,7 +9,7 @@ from torch import nn
 
 from crossdistill.data import PrivilegedData, privileged_datasets
 from crossdistill.data.privileged import SYNTHETIC_SETTINGS
-from crossdistill.experiments import run_experiment
+from crossdistill.experiments import run_experiment, teachers
 from crossdistill.experiments.config import ConfigError, load_config
 from crossdistill.experiments.report import read_csv, write_csv
 from crossdistill.mappings import resize
@@ -190,6 +190,40 @@ def test_privileged_experiment_end_to_end_and_resume(tmp_path) -> None:
     run_experiment(config, out, progress=False)
     again = read_csv(out / "results.csv")
     assert again == results
+
+
+def test_a_problems_whole_sweep_trains_as_one_stack_as_one_by_one(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.replace("lam: [0.0, 0.5]", "lam: [0.0, 0.5, 1.0]"))
+    config = load_config(path)
+    stacked = []
+
+    def recorded(methods, *args, **kwargs):
+        stacked.append(len(methods))
+        return fit_many(methods, *args, **kwargs)
+
+    fit_many = teachers.fit_many
+    monkeypatch.setattr(teachers, "fit_many", recorded)
+    run_experiment(config, tmp_path / "batched", progress=False)
+    # selection teachers, the selection's 3 × 2 (λ, T) × 2 seeds (λ = 1 reads no teacher: a
+    # second stack), the teachers, and the curves with the final runs (student_alone, at λ = 1,
+    # joins the sweep's λ = 1)
+    assert stacked == [2, 8, 4, 2, 8, 6]
+    run_experiment(
+        config.model_copy(update={"batched": False}), tmp_path / "single", progress=False
+    )
+    assert stacked == [2, 8, 4, 2, 8, 6]  # nothing more was stacked
+    for name in ("table", "results", "selection", "curves"):
+        many, one = (read_csv(tmp_path / run / f"{name}.csv") for run in ("batched", "single"))
+        assert len(many) == len(one) > 0, name
+        for a, b in zip(many, one, strict=True):
+            numbers = [k for k in a if k in ("mean", "std", "accuracy", "cross_entropy")]
+            assert {k: v for k, v in a.items() if k not in numbers} == {
+                k: v for k, v in b.items() if k not in numbers
+            }, name  # the same chosen λ, T, rows and counts
+            assert [float(a[k]) for k in numbers if a[k]] == pytest.approx(
+                [float(b[k]) for k in numbers if b[k]], abs=1e-6
+            ), name
 
 
 def test_privileged_config_errors(tmp_path) -> None:

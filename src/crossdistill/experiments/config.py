@@ -306,6 +306,9 @@ class PrivilegedConfig(_Strict):
     teacher of the selection is trained without them) by ``selection``: the lowest validation
     cross-entropy, or the highest accuracy (ties broken by cross-entropy). With ``curves``, every
     swept (λ, T) is also trained on all training rows and scored on Test, for the figure only.
+    With ``batched`` (the default) a problem's whole sweep — every arm's (λ, T) × repetition —
+    trains as one stacked model for the selection and another for the final runs
+    (`crossdistill.training.fit_many`); ``false`` trains each run apart.
     """
 
     kind: Literal["privileged"]
@@ -320,6 +323,7 @@ class PrivilegedConfig(_Strict):
     selection: Literal["cross_entropy", "accuracy"] = "cross_entropy"
     curves: bool = False
     device: Device = "cpu"
+    batched: bool = True
 
     def teacher_of(self, arm: ArmConfig) -> str:
         """The teacher an arm learns from (see `teacher_of`)."""

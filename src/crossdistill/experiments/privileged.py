@@ -31,6 +31,9 @@ TABLE_METRICS = (
     "teacher_parameters",
 )
 
+Run = tuple[str, tuple[float, float], int]
+"""A student's run: its arm, (λ, T) and repetition (the index of its seed)."""
+
 BEST_ON_TEST = "@best_on_test"
 """Suffix of the rows that take the (λ, T) with the best mean Test accuracy from the curves:
 the protocol of Lopez-Paz et al.'s published MNIST figures, shown for comparison only."""
@@ -86,7 +89,8 @@ class PrivilegedKind(ExperimentKind):
 
     def run_unit(self, unit: str) -> Rows:
         """Problem ``unit``: every repetition seed's data, teachers and students, the seeds'
-        runs of each model trained together (`train_seeds`)."""
+        runs of each teacher trained together and those of every student (each arm, (λ, T) and
+        seed) by one `train_seeds` call for the selection and one for the final runs."""
         seeds = self.config.seeds
         data = [
             self.first[unit]
@@ -119,12 +123,20 @@ class PrivilegedKind(ExperimentKind):
         problem: str,
     ) -> list[Rows]:
         """Every repetition of ``problem`` (``trains[k]``, ``tests[k]`` those of seed k):
-        per seed, its ``results``, ``selection`` and ``curves`` rows."""
+        per seed, its ``results``, ``selection`` and ``curves`` rows. Every swept arm's
+        (λ, T) × seed of the selection trains by one `_students` call, and the curves' and
+        final runs of every arm by another."""
         seeds = list(self.config.seeds)
         count = len(seeds)
         rows: list[Rows] = [{"results": [], "selection": [], "curves": []} for _ in seeds]
         chosen = {name: [arm.settings()[0]] * count for name, arm in self.config.arms.items()}
         swept = {name: arm for name, arm in self.config.arms.items() if len(arm.settings()) > 1}
+        sweep = [
+            (name, setting, k)
+            for name, arm in swept.items()
+            for setting in arm.settings()
+            for k in range(count)
+        ]
         if swept:  # one validation split and one selection teacher per seed serve every arm
             parts = []
             for train, seed in zip(trains, seeds, strict=True):
@@ -133,20 +145,16 @@ class PrivilegedKind(ExperimentKind):
                 parts.append((train.subset(fit_idx), train.subset(valid_idx)))
             fit_parts = [fit_part for fit_part, _ in parts]
             selectors = self._teachers(fit_parts, num_classes, swept, f"{problem} (selection)")
+            students = self._students(sweep, fit_parts, selectors, num_classes, problem)
+            scores = {
+                run: evaluate(student, parts[run[2]][1].regular, "classification")
+                for run, student in zip(sweep, students, strict=True)
+            }
             for name, arm in swept.items():
-                scores = {}
-                for setting in arm.settings():
-                    students = self._students(
-                        fit_parts, selectors, name, *setting, seeds, num_classes, problem
-                    )
-                    scores[setting] = [
-                        evaluate(student, valid.regular, "classification")
-                        for student, (_, valid) in zip(students, parts, strict=True)
-                    ]
                 for k in range(count):
                     chosen[name][k], records = choose(
                         arm.settings(),
-                        lambda s, k=k, scores=scores: [scores[s][k]],
+                        lambda s, name=name, k=k: [scores[name, s, k]],
                         self.config.selection,
                     )
                     rows[k]["selection"] += [
@@ -170,43 +178,33 @@ class PrivilegedKind(ExperimentKind):
                         "teacher_parameters": count_parameters(teacher),
                     }
                 )
-        trained: dict[tuple[str, float, float], list[dict]] = {}
-        if self.config.curves:
-            for name, arm in swept.items():
-                for lam, temperature in arm.settings():
-                    students = self._students(
-                        trains, teachers, name, lam, temperature, seeds, num_classes, problem
-                    )
-                    trained[name, lam, temperature] = [
-                        self._scores(student, test)
-                        for student, test in zip(students, tests, strict=True)
-                    ]
-                    for k, scores in enumerate(trained[name, lam, temperature]):
-                        rows[k]["curves"].append(
-                            {"arm": name, "lam": lam, "temperature": temperature, **scores}
-                        )
+        curves = sweep if self.config.curves else []
+        finals = [(name, chosen[name][k], k) for name in self.config.arms for k in range(count)]
+        runs = list(dict.fromkeys([*curves, *finals]))  # a curve's run is a final run too
+        students = self._students(runs, trains, teachers, num_classes, problem)
+        trained = {
+            run: self._scores(student, tests[run[2]])
+            for run, student in zip(runs, students, strict=True)
+        }
+        for name, (lam, temperature), k in curves:
+            rows[k]["curves"].append(
+                {
+                    "arm": name,
+                    "lam": lam,
+                    "temperature": temperature,
+                    **trained[name, (lam, temperature), k],
+                }
+            )
         for name in self.config.arms:
-            final: list[dict | None] = [
-                trained.get((name, *chosen[name][k]), [None] * count)[k] for k in range(count)
-            ]
-            for setting in dict.fromkeys(chosen[name]):  # seeds that chose alike train together
-                which = [k for k in range(count) if chosen[name][k] == setting and not final[k]]
-                if which:
-                    students = self._students(
-                        [trains[k] for k in which],
-                        {t: [pairs[k] for k in which] for t, pairs in teachers.items()},
-                        name,
-                        *setting,
-                        [seeds[k] for k in which],
-                        num_classes,
-                        problem,
-                    )
-                    for k, student in zip(which, students, strict=True):
-                        final[k] = self._scores(student, tests[k])
             for k in range(count):
                 lam, temperature = chosen[name][k]
                 rows[k]["results"].append(
-                    {"arm": name, "lam": lam, "temperature": temperature, **final[k]}
+                    {
+                        "arm": name,
+                        "lam": lam,
+                        "temperature": temperature,
+                        **trained[name, chosen[name][k], k],
+                    }
                 )
         return rows
 
@@ -216,42 +214,47 @@ class PrivilegedKind(ExperimentKind):
 
     def _students(
         self,
+        runs: list[Run],
         trains: list[PrivilegedData],
         teachers: dict[str, list[tuple[nn.Module, TeacherCache]]],
-        arm: str,
-        lam: float,
-        temperature: float,
-        seeds: list[int],
         num_classes: int,
         problem: str,
     ) -> list[nn.Module]:
-        """Per seed, a student trained on its ``trains[k]``'s regular inputs by ``arm``'s method
-        at (λ, T), each teacher column it reads being that seed's teacher's outputs on x*."""
+        """Per run ``(arm, (λ, T), k)``, a student with seed k's initial weights and batch order
+        trained on ``trains[k]``'s regular inputs by ``arm``'s method at (λ, T), each teacher
+        column it reads being seed k's teacher's outputs on x*: every run by one `train_seeds`
+        call (one stack; runs unlike the first, such as λ = 1 among λ < 1, in further stacks)."""
+        seeds = self.config.seeds
         students = [
-            self._model(self.config.student, trains[0].x, num_classes, seed) for seed in seeds
+            self._model(self.config.student, trains[0].x, num_classes, seeds[k]) for _, _, k in runs
         ]
         methods = [
-            self._method(self.config.arms[arm], student, lam, temperature) for student in students
+            self._method(self.config.arms[arm], student, *setting)
+            for (arm, setting, _), student in zip(runs, students, strict=True)
         ]
+        columns = {k: trains[k].regular.columns() for k in dict.fromkeys(k for *_, k in runs)}
         sets = []
-        for k, (train, seed) in enumerate(zip(trains, seeds, strict=True)):
-            columns = train.regular.columns()
-            for name in teachers_read(methods[0].columns):
-                teacher, cache = teachers[name][k]
-                columns[teacher_column(name)] = cache.outputs(
-                    teacher, None, train.x_star, name=f"teacher {name!r} of {problem} seed {seed}"
-                )
-            sets.append({column: columns[column] for column in methods[0].columns})
+        for method, (_, _, k) in zip(methods, runs, strict=True):
+            for name in teachers_read(method.columns):
+                if teacher_column(name) not in columns[k]:
+                    teacher, cache = teachers[name][k]
+                    columns[k][teacher_column(name)] = cache.outputs(
+                        teacher,
+                        None,
+                        trains[k].x_star,
+                        name=f"teacher {name!r} of {problem} seed {seeds[k]}",
+                    )
+            sets.append({column: columns[k][column] for column in method.columns})
         train_seeds(
             methods,
             sets,
-            seeds,
+            [seeds[k] for _, _, k in runs],
             self.config.student.train,
-            batched=True,
+            batched=self.config.batched,
             checkpoints=None,
             names=[
-                f"student of arm {arm!r} at λ={lam:g}, T={temperature:g}, {problem} seed {seed}"
-                for seed in seeds
+                f"student of arm {arm!r} at λ={lam:g}, T={temperature:g}, {problem} seed {seeds[k]}"
+                for arm, (lam, temperature), k in runs
             ],
         )
         return students
@@ -280,7 +283,7 @@ class PrivilegedKind(ExperimentKind):
                 [train.privileged.columns() for train in trains],
                 seeds,
                 spec.train,
-                batched=True,
+                batched=self.config.batched,
                 checkpoints=None,
                 names=[f"teacher {name!r} of {problem} seed {seed}" for seed in seeds],
             )
