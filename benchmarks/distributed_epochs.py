@@ -46,7 +46,8 @@ def _worker(epochs: int) -> None:
     )
     if distributed.engine() is None or distributed.engine().global_rank == 0:
         epoch_times = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
-        print(json.dumps({"rows": len(big), "threads": torch.get_num_threads(), "epochs": epoch_times}))
+        threads = torch.get_num_threads()
+        print(json.dumps({"rows": len(big), "threads": threads, "epochs": epoch_times}))
 
 
 def _run(processes: int, epochs: int) -> dict:
