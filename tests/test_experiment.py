@@ -208,3 +208,23 @@ def test_batched_and_one_by_one_seeds_give_the_same_table(tmp_path) -> None:
         for batched, table in tables.items()
     }
     assert chosen[True] == chosen[False]
+
+
+def test_train_seeds_one_by_one_refuses_runs_that_would_share_a_checkpoint(tmp_path) -> None:
+    from crossdistill.experiments.config import TrainConfig
+    from crossdistill.experiments.teachers import train_seeds
+    from crossdistill.methods import Supervised
+
+    methods = [Supervised(torch.nn.Linear(2, 2)) for _ in range(2)]
+    data = {"x": torch.zeros(4, 2), "y": torch.zeros(4, dtype=torch.int64)}
+    with pytest.raises(ValueError, match="runs of the same seed would share a checkpoint"):
+        train_seeds(
+            methods,
+            data,
+            [0, 0],
+            TrainConfig(epochs=1),
+            batched=False,
+            checkpoints=tmp_path / "sweep",
+            names=["a", "b"],
+        )
+    assert not list(tmp_path.iterdir())

@@ -133,8 +133,18 @@ def train_seeds(
     methods unlike the first, e.g. at λ = 1 among λ < 1, form further stacks, checkpoints
     ``-seeds1.pt``, …, see `crossdistill.training.stacks`), else one `fit` each
     (``<checkpoints>-seed<s>.pt``). ``checkpoints`` is a path stem, or None for no checkpoints;
-    returns each method's history."""
+    returns each method's history.
+
+    Raises:
+        ValueError: one by one with checkpoints, a seed given twice (their runs would share
+            one checkpoint file; give each setting its own ``checkpoints`` stem).
+    """
     shared = isinstance(train, Mapping)
+    if not batched and checkpoints is not None and len(set(seeds)) < len(seeds):
+        raise ValueError(
+            f"{checkpoints}: trained one by one, runs of the same seed would share a checkpoint "
+            f"(seeds {list(seeds)}); give each setting its own checkpoint stem"
+        )
     if batched:
         histories: list[list[dict]] = [[] for _ in methods]
         for g, group in enumerate(stacks(methods)):
