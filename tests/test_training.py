@@ -10,7 +10,7 @@ from torch import nn
 from crossdistill.data import ArrayData
 from crossdistill.mappings import GaussianNoise, Identity
 from crossdistill.methods import Distillation, Supervised, distill
-from crossdistill.training import TeacherCache, evaluate, fit, metrics
+from crossdistill.training import TeacherCache, evaluate, fit, fit_many, metrics
 
 
 def _blobs(n: int = 96, seed: int = 0) -> ArrayData:
@@ -224,3 +224,39 @@ def test_device_auto_is_cuda_where_there_is_one(monkeypatch) -> None:
     assert check_device("auto") == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert check_device("auto") == "cuda"
+
+
+def test_training_data_stays_on_a_cuda_device_only_when_it_fits(monkeypatch, caplog) -> None:
+    from crossdistill.training.devices import resident_device
+
+    columns = {"x": torch.zeros(100, 10), "y": torch.zeros(100, dtype=torch.int64)}  # 4 800 B
+    cpu, cuda = torch.device("cpu"), torch.device("cuda:0")
+    assert resident_device(columns, cpu) == cpu
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (9_600, 20_000))
+    assert resident_device(columns, cuda) == cuda
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (9_599, 20_000))
+    with caplog.at_level("INFO", logger="crossdistill.training.devices"):
+        assert resident_device(columns, cuda) == cpu
+    assert "kept on the CPU and moved to cuda:0 batch by batch" in caplog.text
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_fit_and_fit_many_ask_where_to_keep_their_data(monkeypatch, many) -> None:
+    from crossdistill.training import batched, loop
+
+    asked = []
+
+    def record(columns, device):
+        asked.append((sorted(columns), tuple(next(iter(columns.values())).shape), device))
+        return device
+
+    monkeypatch.setattr(loop, "resident_device", record)
+    monkeypatch.setattr(batched, "resident_device", record)
+    data = ArrayData(torch.randn(20, 5), torch.randint(0, 3, (20,)))
+    methods = [Supervised(nn.Linear(5, 3)) for _ in range(2)]
+    if many:
+        fit_many(methods, [data, data], seeds=[0, 1], epochs=1)
+        assert asked == [(["x", "y"], (2, 20, 5), torch.device("cpu"))]
+    else:
+        fit(methods[0], data, epochs=1)
+        assert asked == [(["x", "y"], (20, 5), torch.device("cpu"))]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from . import training
 from .errors import CrossdistillError
 from .experiments import builtin_configs, load_config, run_experiment
 from .experiments.overview import write_report
@@ -102,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                 "each batch is split across them",
                 file=sys.stderr,
             )
-            logging.basicConfig(format="crossdistill: %(message)s")
-            logging.getLogger(distributed.__name__).setLevel(logging.INFO)
+        logging.basicConfig(format="crossdistill: %(message)s")
+        logging.getLogger(training.__name__).setLevel(logging.INFO)
         run_experiment(config, out, progress=not args.quiet)
     except KeyboardInterrupt:
         kept = (

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ..data.arrays import ArrayData, Columns
 from ..files import atomic_path, read_rebuildable
 from . import distributed
+from .devices import resident_device
 from .loop import PRECISIONS, Trainable, _check_diverged, build_optimizer, fit, flush_denormals
 
 UNBATCHABLE = (nn.modules.batchnorm._BatchNorm, nn.RNNBase, nn.modules.conv._ConvNd)
@@ -132,7 +133,8 @@ def fit_many(
             as `crossdistill.methods.Distillation`'s λ and T); trained in place.
         train: one dataset for all, or one per method (same columns and rows for each).
         seeds: the batch-order seed of each method.
-        epochs, batch_size, optimizer, precision: as in `fit`.
+        epochs, batch_size, optimizer, precision: as in `fit`; ``train`` (stacked when given
+            per method) is kept on the methods' device where it fits, as there.
         validate: called with each method after each epoch; its dict joins that method's
             metrics.
         checkpoint: one file for the stack, written after every epoch (atomically); training
@@ -187,7 +189,9 @@ def fit_many(
                 f"Python code for all): {why}; train unlike methods apart (see `stacks`)"
             )
     device = next(methods[0].parameters()).device
-    columns = _stacked_columns(per_method, methods[0].columns, shared, device)
+    columns = _stacked_columns(per_method, methods[0].columns, shared)
+    host = resident_device(columns, device)
+    columns = {name: column.to(host) for name, column in columns.items()}
     first_column = next(iter(columns.values()))
     rows = first_column.shape[0 if shared else 1]
     wrapped = [_Losses(method) for method in methods]
@@ -222,7 +226,7 @@ def fit_many(
         return functional_call(base, (p, b), (batch,))
 
     step = vmap(losses_of, randomness="different")
-    every = torch.arange(count, device=device)[:, None]
+    every = torch.arange(count, device=host)[:, None]
     with flush_denormals():
         bar = tqdm(
             total=epochs,
@@ -233,12 +237,12 @@ def fit_many(
         )
         for epoch in range(len(histories[0]) + 1, epochs + 1):
             base.train()
-            order = torch.stack([torch.randperm(rows, generator=g) for g in orders]).to(device)
+            order = torch.stack([torch.randperm(rows, generator=g) for g in orders]).to(host)
             totals: dict[str, Tensor] = {}
             for start in range(0, rows, batch_size):
                 index = order[:, start : start + batch_size]
                 batch = {
-                    name: column[index] if shared else column[every, index]
+                    name: (column[index] if shared else column[every, index]).to(device)
                     for name, column in columns.items()
                 }
                 with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
@@ -283,11 +287,9 @@ def fit_many(
     return histories
 
 
-def _stacked_columns(
-    per_method: list, needed: Sequence[str], shared: bool, device: torch.device
-) -> dict[str, Tensor]:
-    """The columns the methods read, on ``device``: as given when shared, else stacked
-    ``(K, N, ...)`` (checked to have the same rows)."""
+def _stacked_columns(per_method: list, needed: Sequence[str], shared: bool) -> dict[str, Tensor]:
+    """The columns the methods read: as given when shared, else stacked ``(K, N, ...)``
+    (checked to have the same rows)."""
     sets = [d.columns() if isinstance(d, ArrayData) else Columns(d) for d in per_method]
     for data in sets:
         missing = [name for name in needed if name not in data]
@@ -297,11 +299,11 @@ def _stacked_columns(
                 f"(it has {', '.join(data)})"
             )
     if shared:
-        return {name: sets[0][name].to(device) for name in needed}
+        return {name: sets[0][name] for name in needed}
     rows = {len(data[needed[0]]) for data in sets}
     if len(rows) != 1:
         raise ValueError(f"every method's data must have the same rows, found {sorted(rows)}")
-    return {name: torch.stack([data[name] for data in sets]).to(device) for name in needed}
+    return {name: torch.stack([data[name] for data in sets]) for name in needed}
 
 
 def _unstack(params: dict, buffers: dict, wrapped: list[_Losses]) -> None:

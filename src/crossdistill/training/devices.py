@@ -1,8 +1,15 @@
-"""The devices a run may name, and a check that the one named exists on this machine."""
+"""The devices a run may name, a check that the one named exists on this machine, and where a
+training keeps its data."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+
 import torch
+from torch import Tensor
+
+_log = logging.getLogger(__name__)
 
 
 def available_devices() -> list[str]:
@@ -35,3 +42,33 @@ def check_device(name: str) -> str:
     if full not in available_devices():
         raise ValueError(f"device {name!r} is not on this machine; it has {have}")
     return name
+
+
+RESIDENT_SHARE = 0.5
+"""Training data stays on a CUDA device when it takes at most this share of its free memory
+(the rest is left to the model, its activations and the optimizer)."""
+
+
+def resident_device(columns: Mapping[str, Tensor], device: torch.device) -> torch.device:
+    """Where a training keeps ``columns`` (N rows each) for all its epochs: ``device`` when
+    they fit there, the CPU otherwise (its batches then move to ``device`` one at a time).
+
+    They fit on the CPU and on MPS (which shares the CPU's memory) always, and on a CUDA
+    device when their bytes are at most `RESIDENT_SHARE` of its free memory
+    (``torch.cuda.mem_get_info``).
+    """
+    if device.type != "cuda":
+        return device
+    free, _ = torch.cuda.mem_get_info(device)
+    needed = sum(column.nelement() * column.element_size() for column in columns.values())
+    if needed <= RESIDENT_SHARE * free:
+        return device
+    _log.info(
+        "training data (%.2f GB) kept on the CPU and moved to %s batch by batch: it is more "
+        "than %g of the device's %.2f GB free",
+        needed / 1e9,
+        device,
+        RESIDENT_SHARE,
+        free / 1e9,
+    )
+    return torch.device("cpu")

@@ -21,6 +21,7 @@ from ..errors import CrossdistillError
 from ..files import atomic_path, main_process, read_rebuildable
 from ..losses import Task
 from . import distributed
+from .devices import resident_device
 
 DIVERGENCE_FACTOR = 1e4
 """`fit` stops when an epoch's mean loss exceeds this multiple of its first step's loss (or of
@@ -193,6 +194,10 @@ def fit(
             bfloat16 autocast on the method's device (meant for GPUs; the parameters, the
             optimizer and the backward pass's accumulation stay float32).
 
+    The method trains on the device of its parameters. ``train`` moves there once, for all
+    epochs, where it fits (`crossdistill.training.devices.resident_device`: on a GPU, at most
+    half its free memory); otherwise it stays on the CPU and each batch moves there in turn.
+
     With several processes (`crossdistill.training.distributed.start`) every process calls
     ``fit`` alike: each batch's rows are split across them (``batch_size`` stays the batch of
     all of them together), the method trains wrapped in DistributedDataParallel, and each
@@ -227,7 +232,8 @@ def fit(
     step = distributed.forward_train(method)
     processes = distributed.processes()
     device = next(method.parameters()).device
-    columns = {name: column.to(device) for name, column in columns.items()}
+    host = resident_device(columns, device)
+    columns = {name: column.to(host) for name, column in columns.items()}
     rows = len(next(iter(columns.values())))
     trained = [p for p in method.parameters() if p.requires_grad]
     opt = build_optimizer(optimizer or {"name": "adam", "lr": 1e-3}, trained)
@@ -253,9 +259,10 @@ def fit(
             method.train()
             totals: dict[str, Tensor] = {}
             for index in torch.randperm(rows, generator=order).split(batch_size):
-                part, weight = distributed.shard(index.to(device))
+                part, weight = distributed.shard(index.to(host))
+                batch = {k: c[part].to(device) for k, c in columns.items()}
                 with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
-                    _, losses = step({k: c[part] for k, c in columns.items()})
+                    _, losses = step(batch)
                 if "loss" in losses:
                     raise ValueError(f"{type(method).__name__} names a loss 'loss', fit's total")
                 loss = functools.reduce(operator.add, losses.values())
