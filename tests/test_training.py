@@ -237,7 +237,33 @@ def test_training_data_stays_on_a_cuda_device_only_when_it_fits(monkeypatch, cap
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (9_599, 20_000))
     with caplog.at_level("INFO", logger="crossdistill.training.devices"):
         assert resident_device(columns, cuda) == cpu
-    assert "kept on the CPU and moved to cuda:0 batch by batch" in caplog.text
+    assert "training data (0.00 GB) kept on the CPU and moved to cuda:0 batch by batch" in (
+        caplog.text
+    )
+    with caplog.at_level("INFO", logger="crossdistill.training.devices"):
+        assert resident_device(columns, cuda, what="teacher's input") == cpu
+    assert "teacher's input (0.00 GB) kept on the CPU" in caplog.text
+
+
+def test_a_teacher_pass_applies_its_mapping_where_its_input_is_kept(monkeypatch) -> None:
+    from crossdistill.training import cache as cache_module
+
+    asked, seen_on = [], []
+
+    def record(columns, device, what):
+        asked.append((sorted(columns), tuple(columns["x"].shape), device, what))
+        return torch.device("cpu")
+
+    class Spy(nn.Module):
+        def forward(self, x):
+            seen_on.append(x.device)
+            return x
+
+    monkeypatch.setattr(cache_module, "resident_device", record)
+    data = _blobs(20)
+    TeacherCache().outputs(_CountingTeacher(), Spy(), data.x, name="big teacher")
+    assert asked == [(["x"], (20, 1, 2, 2), torch.device("cpu"), "big teacher's input")]
+    assert seen_on == [torch.device("cpu")]
 
 
 @pytest.mark.parametrize("many", [False, True])

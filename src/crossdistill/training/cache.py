@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ..files import atomic_path, main_process, read_rebuildable
 from . import distributed
+from .devices import resident_device
 from .hooks import capture
 from .loop import TrainingDiverged, predict
 
@@ -99,18 +100,20 @@ class TeacherCache:
 
         φ (a module or a plain callable; ``None`` is the identity) is applied to the whole of
         ``x`` at once without gradients (a seeded noise φ thus draws one fixed sample); then the
-        teacher runs in eval mode without gradients, in slices. A damaged cache file is
-        recomputed.
+        teacher runs in eval mode without gradients, in slices. φ runs on the teacher's device
+        when ``x`` fits there (`crossdistill.training.devices.resident_device`), else on the
+        CPU, a module φ moved there, and the slices of ``φ(x)`` move to the teacher one at a
+        time. A damaged cache file is recomputed.
 
         Raises:
             crossdistill.training.TrainingDiverged: the outputs are not finite (``name``, the
                 teacher, is named in the message).
         """
-        device = next(teacher.parameters()).device
+        host = resident_device({"x": x}, next(teacher.parameters()).device, f"{name}'s input")
         with torch.no_grad():
             if isinstance(mapping, nn.Module):
-                mapping = mapping.to(device)
-            seen = x.to(device) if mapping is None else mapping(x.to(device))
+                mapping = mapping.to(host)
+            seen = x.to(host) if mapping is None else mapping(x.to(host))
         layers = tuple(dict.fromkeys(layers))
         key = fingerprint(teacher, seen, "layers:" + "\0".join(layers))
         if key in self._memory:

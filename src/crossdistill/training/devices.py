@@ -49,9 +49,12 @@ RESIDENT_SHARE = 0.5
 (the rest is left to the model, its activations and the optimizer)."""
 
 
-def resident_device(columns: Mapping[str, Tensor], device: torch.device) -> torch.device:
-    """Where a training keeps ``columns`` (N rows each) for all its epochs: ``device`` when
-    they fit there, the CPU otherwise (its batches then move to ``device`` one at a time).
+def resident_device(
+    columns: Mapping[str, Tensor], device: torch.device, what: str = "training data"
+) -> torch.device:
+    """Where a training keeps ``columns`` (N rows each) for all its epochs, or a teacher pass
+    its input: ``device`` when they fit there, the CPU otherwise (batches then move to
+    ``device`` one at a time; ``what`` names the data in the log line that says so).
 
     They fit on the CPU and on MPS (which shares the CPU's memory) always, and on a CUDA
     device when their bytes are at most `RESIDENT_SHARE` of its free memory
@@ -64,8 +67,9 @@ def resident_device(columns: Mapping[str, Tensor], device: torch.device) -> torc
     if needed <= RESIDENT_SHARE * free:
         return device
     _log.info(
-        "training data (%.2f GB) kept on the CPU and moved to %s batch by batch: it is more "
+        "%s (%.2f GB) kept on the CPU and moved to %s batch by batch: it is more "
         "than %g of the device's %.2f GB free",
+        what,
         needed / 1e9,
         device,
         RESIDENT_SHARE,
