@@ -3,6 +3,8 @@ directories, and the committed report of results/."""
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shlex
 from pathlib import Path
@@ -95,3 +97,156 @@ def test_committed_report_is_current_and_covers_every_experiment(tmp_path) -> No
     )
     assert set(builtin_configs()) <= covered
     assert all((run / "command.txt").is_file() for run in runs)
+
+
+TABLE = "| arm | test accuracy | seeds |\n|---|---|---|\n| no_teacher | 0.5000 | 1 |\n"
+CLAIM = "- {experiment: tiny, seed: '0', claim: it runs, held: held, numbers: '0.5'}\n"
+
+
+def _finished_run(folder: Path, description: str = "A tiny run.", table: str = TABLE) -> Path:
+    """A finished run directory written by hand: its config, inputs record and table."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(f"name: tiny\ndescription: {json.dumps(description)}\n")
+    (folder / "inputs.json").write_text("{}\n")
+    (folder / "table.md").write_text(table)
+    return folder
+
+
+@pytest.fixture()
+def hand_run(tmp_path, monkeypatch) -> Path:
+    """``runs/tiny`` (finished, with a figure and the command) and ``claims.yaml`` about it, in
+    the working directory ``tmp_path``."""
+    monkeypatch.chdir(tmp_path)
+    run = _finished_run(tmp_path / "runs" / "tiny")
+    (run / "figures").mkdir()
+    (run / "figures" / "accuracy.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (run / "command.txt").write_text("crossdistill run tiny --out runs/tiny\n")
+    (tmp_path / "claims.yaml").write_text(CLAIM)
+    return run
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (``None`` for a folder or a link to one)."""
+    return {
+        str(path.relative_to(root)): path.read_bytes() if path.is_file() else None
+        for path in sorted(root.rglob("*"))
+    }
+
+
+def _assert_refused(capsys, root: Path, argv: list[str], *expected: str) -> None:
+    """``crossdistill argv`` exits with 2 and one error line holding every ``expected``, and
+    writes nothing under ``root``."""
+    before = _tree(root)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert captured.err.startswith("crossdistill: error: ") and captured.err.count("\n") == 1
+    for text in expected:
+        assert text in captured.err
+    assert _tree(root) == before
+
+
+@pytest.mark.parametrize(
+    ("out", "holder", "why"),
+    [
+        ("runs/tiny/table", "runs/tiny", "replacing its table.md"),  # over the run's own table
+        ("runs/tiny/figures/report", "runs/tiny", "choose an --out outside"),  # inside it
+        ("runs/claimed/report", "runs/claimed", "choose an --out outside"),  # a run not given
+        ("linked/table", "runs/tiny", "replacing its table.md"),  # a link to the run
+    ],
+)
+def test_report_refuses_to_write_into_a_run_directory(
+    hand_run, tmp_path, capsys, out, holder, why
+) -> None:
+    claimed = tmp_path / "runs" / "claimed"  # claimed by a run still going: no table yet
+    claimed.mkdir()
+    (claimed / "config.yaml").write_text("name: claimed\n")
+    (claimed / "inputs.json").write_text("{}\n")
+    (tmp_path / "linked").symlink_to(hand_run, target_is_directory=True)
+    where = f"would be written into the run directory {(tmp_path / holder).resolve()}"
+    _assert_refused(capsys, tmp_path, ["report", "runs/tiny", "--out", out], where, why)
+    assert (hand_run / "table.md").read_text() == TABLE
+    assert main(["report", "runs/tiny", "--out", "report"]) == 0
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "report.html").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        (
+            "runs/tiny/table.md",
+            b"| arm \xff |\n",
+            "table.md: expected UTF-8 text, found the byte 0xff",
+        ),
+        ("runs/tiny/command.txt", b"caf\xe9\n", "command.txt: expected UTF-8 text"),
+        ("runs/tiny/config.yaml", b"name: [tiny\n", "config.yaml: expected YAML, found a syntax"),
+        (
+            "runs/tiny/config.yaml",
+            b"- name\n- tiny\n",
+            "expected a mapping of config fields, found list",
+        ),
+        ("runs/tiny/config.yaml", b"tiny\n", "expected a mapping of config fields, found str"),
+        ("claims.yaml", b"- {experiment: tiny\n", "claims.yaml: expected YAML, found a syntax"),
+        ("claims.yaml", b"caf\xe9\n", "claims.yaml: expected UTF-8 text"),
+        ("runs/tiny/figures/accuracy.png", None, "accuracy.png: cannot read it (Is a directory)"),
+    ],
+)
+def test_report_names_an_input_file_it_cannot_read(
+    hand_run, tmp_path, capsys, name, content, expected
+) -> None:
+    broken = tmp_path / name
+    kept = broken.read_bytes()
+    broken.unlink()
+    if content is None:  # a file that cannot be read (a folder in its place)
+        broken.mkdir()
+    else:
+        broken.write_bytes(content)
+    argv = ["report", "runs/tiny", "--claims", "claims.yaml", "--out", "report"]
+    _assert_refused(capsys, tmp_path, argv, name, expected)
+    if content is None:
+        broken.rmdir()
+    broken.write_bytes(kept)
+    assert main(argv) == 0
+
+
+@pytest.mark.parametrize(
+    ("out", "expected"),
+    [
+        pytest.param(
+            "/proc/x/report",
+            "cannot write /proc/x",
+            marks=pytest.mark.skipif(not Path("/proc").is_dir(), reason="no /proc"),
+        ),
+        ("somefile.txt/report", "somefile.txt is a file, not a folder"),
+    ],
+)
+def test_report_names_an_out_it_cannot_write(hand_run, tmp_path, capsys, out, expected) -> None:
+    (tmp_path / "somefile.txt").write_text("not a folder\n")
+    _assert_refused(
+        capsys, tmp_path, ["report", "runs/tiny", "--out", out], f"--out {out}", expected
+    )
+    assert main(["report", "runs/tiny", "--out", "report"]) == 0
+
+
+def test_markdown_twin_shows_html_in_user_text_as_text(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    script, image = "<script>alert(1)</script>", "<img src=x onerror=alert(1)>"
+    run = _finished_run(
+        tmp_path / "runs" / "tiny",
+        description=f"{script} & more",
+        table=TABLE.replace("no_teacher", image),
+    )
+    command = f"crossdistill run tiny\n```\n{script}"  # would close a ``` fence
+    (run / "command.txt").write_text(command)
+    (tmp_path / "claims.yaml").write_text(CLAIM.replace("it runs", script))
+    assert main(["report", "runs/tiny", "--claims", "claims.yaml", "--out", "report"]) == 0
+    twin, page = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
+    escaped_script, escaped_image = html.escape(script, quote=False), html.escape(image)
+    assert f"\n{escaped_script} &amp; more\n" in twin
+    assert f"\n| {escaped_image} | 0.5000 | 1 |\n" in twin  # the table still a pipe table
+    assert f"| `tiny` | {escaped_script} | **held** |" in twin
+    assert f"\n````bash\n{command}\n````\n" in twin  # a fence the command cannot close
+    outside_code = re.sub(r"^(`{3,})\w*\n.*?\n\1$", "", twin, flags=re.M | re.S)
+    assert "<script" not in outside_code and "<img" not in outside_code
+    assert "<script" not in page and "<img" not in page
+    assert html.escape(script) in page and html.escape(image) in page

@@ -11,9 +11,11 @@ import base64
 import html
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import yaml
 
@@ -26,7 +28,8 @@ HELD = ("held", "not held", "in part")
 
 
 class ReportError(CrossdistillError, ValueError):
-    """A directory that holds no finished run, or a claims file that cannot be read."""
+    """A directory that holds no finished run, a run file or claims file that cannot be read,
+    or an ``--out`` that cannot be written or lies in a run directory."""
 
 
 @dataclass
@@ -53,25 +56,71 @@ def read_run(directory: Path) -> Run:
     """The finished run in ``directory``.
 
     Raises:
-        ReportError: it has no ``config.yaml`` or no ``table.md`` (not a finished run).
+        ReportError: it has no ``config.yaml`` or no ``table.md`` (not a finished run), one of
+            its files cannot be read or is not UTF-8, or ``config.yaml`` is not a YAML mapping.
     """
     directory = Path(directory)
     config_file, table_file = directory / "config.yaml", directory / "table.md"
-    for needed in (config_file, table_file):
-        if not needed.is_file():
-            raise ReportError(f"{directory}: not a finished run directory (no {needed.name})")
-    config = config_file.read_text()
-    fields = yaml.safe_load(config) or {}
     command = directory / "command.txt"
+    with _reading(directory):
+        for needed in (config_file, table_file):
+            if not needed.is_file():
+                raise ReportError(f"{directory}: not a finished run directory (no {needed.name})")
+        figures = sorted((directory / "figures").rglob("*.png"))
+        has_command = command.is_file()
+    config = _read_text(config_file)
+    fields = _parse_yaml(config, config_file)
+    if fields is None:  # an empty file
+        fields = {}
+    if not isinstance(fields, dict):
+        raise ReportError(
+            f"{config_file}: expected a mapping of config fields, found {type(fields).__name__}"
+        )
     return Run(
         directory=directory,
         name=str(fields.get("name", directory.name)),
         description=" ".join(str(fields.get("description", "")).split()),
         config=config,
-        table=table_file.read_text(),
-        figures=sorted((directory / "figures").rglob("*.png")),
-        command=command.read_text().strip() if command.is_file() else None,
+        table=_read_text(table_file),
+        figures=figures,
+        command=_read_text(command).strip() if has_command else None,
     )
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn a failure to read ``path`` (or a file in it) into a `ReportError` naming the file."""
+    try:
+        yield
+    except OSError as error:
+        why = error.strerror or error
+        raise ReportError(f"{error.filename or path}: cannot read it ({why})") from None
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start : error.start + 1].hex()
+        raise ReportError(
+            f"{path}: expected UTF-8 text, found the byte 0x{byte} at offset {error.start} "
+            f"({error.reason})"
+        ) from None
+
+
+def _read_text(path: Path) -> str:
+    """The UTF-8 text of ``path``; a `ReportError` naming it when it cannot be read."""
+    with _reading(path):
+        return Path(path).read_text(encoding="utf-8")
+
+
+def _parse_yaml(text: str, path: Path) -> object:
+    """``text``, the content of ``path``, parsed as YAML; a one-line `ReportError` naming the
+    file and the place of a syntax error."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(getattr(error, "problem", None) or error).split())
+        raise ReportError(
+            f"{path}: expected YAML, found a syntax error{where}: {problem}"
+        ) from None
 
 
 def read_claims(path: Path, runs: Sequence[Run]) -> list[dict]:
@@ -81,23 +130,20 @@ def read_claims(path: Path, runs: Sequence[Run]) -> list[dict]:
     Raises:
         ReportError: the file is missing or malformed (the message names the entry and field).
     """
-    try:
-        claims = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ReportError(f"{path}: cannot read the claims: {error}") from None
+    claims = _parse_yaml(_read_text(path), path)
     if not isinstance(claims, list):
         raise ReportError(f"{path}: expected a list of claims, found {type(claims).__name__}")
-    labels = {run.label for run in runs}
+    labels = sorted(run.label for run in runs)
     fields = ("experiment", "seed", "claim", "held", "numbers")
     for index, claim in enumerate(claims):
         where = f"{path}: claim {index + 1}"
         if not isinstance(claim, dict) or set(claim) != set(fields):
-            found = sorted(claim) if isinstance(claim, dict) else claim
+            found = sorted(map(str, claim)) if isinstance(claim, dict) else claim
             raise ReportError(f"{where}: expected the fields {', '.join(fields)}, found {found}")
         if claim["experiment"] not in labels:
             raise ReportError(
                 f"{where}: field 'experiment': {claim['experiment']!r} is none of the runs "
-                f"reported ({', '.join(sorted(labels))})"
+                f"reported ({', '.join(labels)})"
             )
         if claim["held"] not in HELD:
             raise ReportError(
@@ -112,28 +158,75 @@ def write_report(
     """Write the page over the runs in ``directories`` as ``<out>.html`` and ``<out>.md``.
 
     Built-in experiments (`builtin_configs`) with no run among them are listed as not run.
+    Nothing is written when any input cannot be read or ``out`` is refused.
 
     Returns:
         The HTML and the Markdown file.
+
+    Raises:
+        ReportError: a run or the claims cannot be read (`read_run`, `read_claims`), or ``out``
+            cannot be written or would write into or over a run directory (`_check_target`).
     """
     runs = [read_run(directory) for directory in directories]
     found = read_claims(claims, runs) if claims is not None else []
     out = Path(out)
+    if out.name in ("", ".", ".."):
+        raise ReportError(f"--out {out}: expected a file name, to which .html and .md are added")
     page, twin = out.with_suffix(".html"), out.with_suffix(".md")
     missing = sorted(set(builtin_configs()) - {run.name for run in runs})
-    write_if_changed(twin, _markdown(runs, found, missing, twin.parent))
-    write_if_changed(page, _html(runs, found, missing))
+    texts = {twin: _markdown(runs, found, missing, twin.parent), page: _html(runs, found, missing)}
+    try:
+        for target in texts:
+            _check_target(target, out, runs)
+        for target, text in texts.items():
+            write_if_changed(target, text)
+    except OSError as error:
+        why = error.strerror or error
+        raise ReportError(f"--out {out}: cannot write {error.filename or out} ({why})") from None
     return page, twin
 
 
-def _claims_rows(claims: list[dict]) -> list[list[str]]:
+def _check_target(target: Path, out: Path, runs: Sequence[Run]) -> None:
+    """Refuse to write ``target`` (a file of ``--out out``) where it cannot go: over a folder,
+    under a file, or into or over a run directory — one of ``runs``, or any folder holding a
+    run (`_holds_run`) — or anywhere inside one, where it could replace the run's own files."""
+    if target.is_dir():
+        raise ReportError(f"--out {out}: {target} is a folder, not a file the report can write")
+    folder = next(parent for parent in target.parents if parent.exists())
+    if not folder.is_dir():
+        raise ReportError(
+            f"--out {out}: {folder} is a file, not a folder to write {target.name} in"
+        )
+    given = {run.directory.resolve() for run in runs}
+    for place in (target.parent.resolve() / target.name, target.resolve()):
+        for holder in (place, *place.parents):
+            if holder in given or _holds_run(holder):
+                replacing = (
+                    f", replacing its {place.relative_to(holder)}" if place.is_file() else ""
+                )
+                raise ReportError(
+                    f"--out {out}: {target} would be written into the run directory "
+                    f"{holder}{replacing}; choose an --out outside every run directory"
+                )
+
+
+def _holds_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a run: a ``config.yaml`` with the record of the run's inputs
+    (``inputs.json``, see `claim_directory`) or its final table (``table.md``)."""
+    return (folder / "config.yaml").is_file() and any(
+        (folder / name).is_file() for name in ("inputs.json", "table.md")
+    )
+
+
+def _claims_rows(claims: list[dict], text: Callable[[str], str]) -> list[list[str]]:
+    """The claims' table cells in Markdown, each free-text field passed through ``text``."""
     return [
         [
-            str(c["seed"]),
-            f"`{c['experiment']}`",
-            str(c["claim"]),
+            text(str(c["seed"])),
+            _code(c["experiment"]),
+            text(str(c["claim"])),
             f"**{c['held']}**",
-            str(c["numbers"]),
+            text(str(c["numbers"])),
         ]
         for c in claims
     ]
@@ -145,26 +238,27 @@ CLAIM_HEADER = ["seed", "experiment", "claim", "held?", "numbers"]
 def _markdown(runs: list[Run], claims: list[dict], missing: list[str], base: Path) -> str:
     lines = ["# crossdistill: every result", ""]
     if claims:
-        lines += ["## The seeds' claims", "", _pipe_table(CLAIM_HEADER, _claims_rows(claims)), ""]
+        rows = _claims_rows(claims, _text)
+        lines += ["## The seeds' claims", "", _pipe_table(CLAIM_HEADER, rows), ""]
     for run in runs:
-        lines += [f"## `{run.label}`", ""]
+        lines += [f"## {_code(run.label)}", ""]
         if run.description:
-            lines += [run.description, ""]
+            lines += [_text(run.description), ""]
         lines += [
-            f"```bash\n{run.command or '(command not recorded)'}\n```",
+            _fenced(run.command or "(command not recorded)", "bash"),
             "",
-            run.table.strip(),
+            _text(run.table.strip()),
             "",
         ]
-        links = [f"![{run.label} {f.stem}]({_relative(f, base)})" for f in run.figures]
+        links = [
+            f"![{_text(run.label)} {_text(f.stem)}]({_relative(f, base)})" for f in run.figures
+        ]
         if links:
             lines += [" ".join(links), ""]
         lines += [
             "<details><summary>resolved config</summary>",
             "",
-            "```yaml",
-            run.config.strip(),
-            "```",
+            _fenced(run.config.strip(), "yaml"),
             "",
             "</details>",
             "",
@@ -173,7 +267,7 @@ def _markdown(runs: list[Run], claims: list[dict], missing: list[str], base: Pat
         lines += [
             "## Not run here",
             "",
-            ", ".join(f"`{name}`" for name in missing)
+            ", ".join(_code(name) for name in missing)
             + ": built-in experiments with no run directory among those reported "
             "(their data is not on this machine).",
             "",
@@ -189,7 +283,8 @@ def _html(runs: list[Run], claims: list[dict], missing: list[str]) -> str:
         "<h1>crossdistill: every result</h1>",
     ]
     if claims:
-        parts += ["<h2>The seeds' claims</h2>", _html_table(CLAIM_HEADER, _claims_rows(claims))]
+        rows = _claims_rows(claims, str)
+        parts += ["<h2>The seeds' claims</h2>", _html_table(CLAIM_HEADER, rows)]
     for run in runs:
         parts.append(
             f'<h2 id="{html.escape(run.label)}"><code>{html.escape(run.label)}</code></h2>'
@@ -199,7 +294,8 @@ def _html(runs: list[Run], claims: list[dict], missing: list[str]) -> str:
         parts.append(f"<pre>{html.escape(run.command or '(command not recorded)')}</pre>")
         parts.append(_markdown_to_html(run.table))
         for figure in run.figures:
-            data = base64.b64encode(figure.read_bytes()).decode()
+            with _reading(figure):
+                data = base64.b64encode(figure.read_bytes()).decode()
             parts.append(
                 f'<img alt="{html.escape(run.label)} {html.escape(figure.stem)}" '
                 f'src="data:image/png;base64,{data}">'
@@ -226,7 +322,33 @@ _STYLE = (
 
 
 def _relative(path: Path, base: Path) -> str:
-    return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+    """``path`` as a URL relative to ``base`` (percent-encoded: safe in a Markdown link)."""
+    return quote(Path(os.path.relpath(path.resolve(), base.resolve())).as_posix(), safe="/=,")
+
+
+def _text(text: str) -> str:
+    """User text for the Markdown twin: ``<``, ``>`` and ``&`` as character references, so that
+    a renderer shows them instead of taking them for HTML, and no line of it opens a code
+    fence."""
+    return re.sub(r"^( {0,3})(?=```|~~~)", r"\1\\", html.escape(text, quote=False), flags=re.M)
+
+
+def _backticks(text: str) -> str:
+    """One more backtick than the longest run of them in ``text``: a fence it cannot close."""
+    return "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+
+
+def _code(text: str) -> str:
+    """``text`` as a Markdown code span on one line (shown as it is, never as HTML)."""
+    text = re.sub(r"\r\n?|\n", " ", text)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{_backticks(text)}{pad}{text}{pad}{_backticks(text)}"
+
+
+def _fenced(text: str, language: str) -> str:
+    """``text`` as a fenced Markdown code block (shown as it is: no line of it closes it)."""
+    fence = max("```", _backticks(text), key=len)
+    return f"{fence}{language}\n{text}\n{fence}"
 
 
 def _pipe_table(header: list[str], rows: list[list[str]]) -> str:
