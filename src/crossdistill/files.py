@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import string
 import uuid
 import warnings
 import zipfile
@@ -29,7 +30,40 @@ UNREADABLE = (
     zipfile.BadZipFile,
     json.JSONDecodeError,
 )
-"""What reading a truncated or damaged file raises (``torch.load``, ``json``, ``pickle``)."""
+"""What reading a truncated or damaged file raises (``torch.load``, ``json``, ``pickle``); a
+file that ``torch.load(..., weights_only=True)`` refuses (it would run code) raises
+``pickle.UnpicklingError`` and counts as damaged."""
+
+_KEPT = frozenset(string.ascii_letters + string.digits + "_.=,-")
+"""Characters that `file_name` keeps as they are (but a leading ``.``)."""
+
+
+def file_name(name: str) -> str:
+    """``name`` (an arm, teacher, unit or problem name from a config) as one path component.
+
+    Letters, digits and ``_ . = , -`` stay as they are, so a plain name is its own file name
+    (``no_teacher`` stays ``no_teacher``, ``lam=0.5`` stays ``lam=0.5``); every other character,
+    ``%`` included, becomes ``%XX`` for each byte of its UTF-8 encoding (upper-case hex), and so
+    does a leading ``.``. The result holds no ``/`` and never starts with ``.`` (``..`` and
+    ``.hidden`` stay inside their folder), and two different names never give the same file
+    name, on a case-sensitive file system.
+
+    >>> file_name("no teacher"), file_name("a/b"), file_name(".."), file_name("100%")
+    ('no%20teacher', 'a%2Fb', '%2E.', '100%25')
+
+    Raises:
+        ValueError: ``name`` is empty.
+    """
+    if not name:
+        raise ValueError("a name used in a file name must not be empty")
+    return "".join(
+        char if char in _KEPT and not (index == 0 and char == ".") else _escaped(char)
+        for index, char in enumerate(name)
+    )
+
+
+def _escaped(char: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from ..data import ArrayData
 from ..data.arrays import random_indices
 from ..data.datasets import DomainSplits
+from ..files import file_name
 from ..mappings import mappings
 from ..methods import Method, feature_column, teacher_column
 from ..models import check_outputs, count_parameters, models
@@ -127,7 +128,7 @@ class DistillationKind(ExperimentKind):
                 *self.teacher_data[name],
                 self.task,
                 self.num_outputs,
-                checkpoint=self.out / "checkpoints" / "teachers" / f"{name}.pt",
+                checkpoint=self.out / "checkpoints" / "teachers" / f"{file_name(name)}.pt",
                 device=self.config.device,
                 progress=self.progress,
                 name=f"teacher {name!r}",
@@ -165,7 +166,7 @@ class DistillationKind(ExperimentKind):
             seeds,
             self.config.student.train,
             batched=self.config.batched,
-            checkpoints=self.out / "checkpoints" / name,
+            checkpoints=self.out / "checkpoints" / file_name(name),
             names=[f"student of arm {name!r}, seed {seed}" for seed in seeds],
             validate=lambda model: evaluate(model, splits.test, self.task),
             progress=self.progress,
@@ -317,7 +318,7 @@ class DistillationKind(ExperimentKind):
             [seed for _, seed in runs],
             self.config.student.train,
             batched=self.config.batched,
-            checkpoints=self.out / "checkpoints" / "selection" / f"{name}-{label}",
+            checkpoints=self.out / "checkpoints" / "selection" / f"{file_name(name)}-{label}",
             names=[
                 f"student of arm {name!r} at λ={setting[0]:g}, T={setting[1]:g}, seed {seed} "
                 "(choosing λ, T on validation)"
@@ -335,7 +336,7 @@ class DistillationKind(ExperimentKind):
             phi = self._mapping(arm.mapping)
             if hasattr(phi, "write_figures"):
                 examples = torch.cat([(test.y == c).nonzero()[:2, 0] for c in test.y.unique()])
-                phi.write_figures(figures / name, test.x[examples])
+                phi.write_figures(figures / file_name(name), test.x[examples])
 
 
 def _teacher_columns(name: str, run: TeacherRun) -> dict[str, Tensor]:

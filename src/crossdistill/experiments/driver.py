@@ -14,7 +14,6 @@ a finished run writes nothing.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..data import DomainSplits
 from ..errors import CrossdistillError
-from ..files import main_process, read_rebuildable, write_if_changed
+from ..files import file_name, main_process, read_rebuildable, write_if_changed
 from ..losses import Task
 from ..methods import Method, methods, teachers_read
 from ..registry import Registry
@@ -117,7 +116,7 @@ def run_experiment(config: BaseModel, out: str | Path, progress: bool = True) ->
         unit="unit",
         disable=None if progress and main_process() else True,
     ):
-        file = out / "units" / f"{re.sub(r'[^A-Za-z0-9_.=-]+', '_', unit)}.json"
+        file = out / "units" / f"{file_name(unit)}.json"
         new = read_rebuildable(file, lambda path: json.loads(path.read_text()))
         ran = new is None
         if ran:

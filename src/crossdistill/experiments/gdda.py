@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ..data import DomainSplits
 from ..figures import save_figure
+from ..files import file_name
 from ..mappings import mappings
 from ..methods import GDDAClassifier
 from ..methods.gdda import simplex_grid
@@ -132,7 +133,7 @@ class GDDAKind(ExperimentKind):
                     None,
                     "classification",
                     self.num_classes,
-                    checkpoint=self.out / "checkpoints" / "teachers" / f"{name}.pt",
+                    checkpoint=self.out / "checkpoints" / "teachers" / f"{file_name(name)}.pt",
                     device=self.config.device,
                     progress=self.progress,
                     name=f"teacher {name!r}",
@@ -159,11 +160,11 @@ class GDDAKind(ExperimentKind):
         write_csv(records, self.out / "teachers.csv")
 
     def units(self) -> list[str]:
-        return [f"seed {seed}" for seed in self.config.seeds]
+        return [f"seed_{seed}" for seed in self.config.seeds]  # units/seed_<s>.json
 
     def run_unit(self, unit: str) -> Rows:
         """One repetition: ``labelled_per_class`` labelled pool rows, every arm's fits."""
-        seed = int(unit.removeprefix("seed "))
+        seed = int(unit.removeprefix("seed_"))
         y_pool, y_test = self.pool.y.numpy(), self.test.y.numpy()
         labelled = labelled_rows(self.pool.y, self.config.labelled_per_class, seed).numpy()
         unlabelled = np.ones(len(y_pool), dtype=bool)
@@ -262,7 +263,7 @@ class GDDAKind(ExperimentKind):
                 [r for r in curves if r["arm"] == arm],
                 [r for r in results if r["arm"] == arm],
                 alone,
-                self.out / "figures" / f"{arm}.png",
+                self.out / "figures" / f"{file_name(arm)}.png",
                 f"{self.config.name} / {arm} ({', '.join(self.config.arms[arm])})",
             )
         return markdown_table(table, caption)

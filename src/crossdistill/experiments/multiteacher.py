@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from ..data import ArrayData
 from ..data.arrays import random_indices
 from ..figures import save_figure
+from ..files import file_name
 from ..mappings import mappings
 from ..methods import (
     LatentAlignment,
@@ -123,7 +124,7 @@ class MultiTeacherKind(ExperimentKind):
                 view.test,
                 TASK,
                 len(view.classes),
-                checkpoint=self.out / "checkpoints" / "teachers" / f"{name}.pt",
+                checkpoint=self.out / "checkpoints" / "teachers" / f"{file_name(name)}.pt",
                 device=self.config.device,
                 progress=self.progress,
                 name=f"teacher {name!r}",
@@ -218,7 +219,9 @@ class MultiTeacherKind(ExperimentKind):
         for row in rows["latent"]:
             points[row["arm"]].append(row)
         for arm, found in points.items():
-            _plot_latent(found, figures / f"latent_{arm}.png", f"{self.config.name}: {arm}")
+            _plot_latent(
+                found, figures / f"latent_{file_name(arm)}.png", f"{self.config.name}: {arm}"
+            )
         return table, markdown_table(table, self._caption(rows["choices"]))
 
     def _caption(self, choices: list[dict]) -> str:
@@ -400,7 +403,7 @@ class _ArmTrainer:
                     ).to(config.device)
                 )
                 sets.append(columns)
-        label = _label(settings[0]) if len(settings) == 1 else "sweep"
+        label = _label(settings[0], path=True) if len(settings) == 1 else "sweep"
         checkpoints = kind.out / "checkpoints"
         histories = train_seeds(
             methods,
@@ -408,9 +411,9 @@ class _ArmTrainer:
             [seed for _ in settings for seed in seeds],
             config.student.train,
             batched=config.batched,
-            checkpoints=checkpoints / self.unit
+            checkpoints=checkpoints / file_name(self.unit)
             if final
-            else checkpoints / "selection" / f"{self.unit}-{label}",
+            else checkpoints / "selection" / f"{file_name(self.unit)}-{label}",
             names=[
                 f"student of arm {self.unit!r}, seed {seed}"
                 + ("" if final else f" at {_label(setting)} (choosing on validation)")
@@ -470,7 +473,7 @@ class _ArmTrainer:
                 checkpoint=kind.out
                 / "checkpoints"
                 / "latent"
-                / f"{self.unit}-{'+'.join(group)}-{part}-seed{seed}.pt",
+                / f"{file_name(self.unit)}-{_group(group, path=True)}-{part}-seed{seed}.pt",
                 progress=kind.progress,
                 name=f"shared latent of arm {self.unit!r}, seed {seed}",
                 **training(config.latent.train),
@@ -503,9 +506,16 @@ def _describe(setting: Setting) -> dict:
     return {"teachers": "+".join(group), "lam": lam, "temperature": temperature}
 
 
-def _label(setting: Setting) -> str:
+def _label(setting: Setting, path: bool = False) -> str:
+    """``<teachers>-lam<λ>-T<T>`` of ``setting`` (see `_group`)."""
     group, lam, temperature = setting
-    return f"{'+'.join(group) or 'none'}-lam{lam:g}-T{temperature:g}"
+    return f"{_group(group, path)}-lam{lam:g}-T{temperature:g}"
+
+
+def _group(group: tuple[str, ...], path: bool = False) -> str:
+    """The teachers of ``group`` joined by ``+`` (``none`` for no teacher); with ``path``, each
+    name as `crossdistill.files.file_name` writes it, for a file name."""
+    return "+".join(map(file_name, group) if path else group) or "none"
 
 
 def _plot_latent(points: list[dict], path: Path, title: str) -> None:

@@ -14,6 +14,7 @@ from torch import nn
 from ..data import PrivilegedData, PrivilegedSplits, privileged_datasets
 from ..data.arrays import random_indices
 from ..figures import save_figure
+from ..files import file_name
 from ..methods import Method, Supervised, teacher_column, teachers_read
 from ..models import check_outputs, count_parameters, models
 from ..training import TeacherCache, evaluate
@@ -353,7 +354,7 @@ class PrivilegedKind(ExperimentKind):
                         rows,
                         lines,
                         set(self.config.teachers),
-                        self.out / "figures" / f"{problem}_{arm}.png",
+                        self.out / "figures" / f"{file_name(problem)}_{file_name(arm)}.png",
                         f"{self.config.name} / {problem} / {arm}",
                     )
         return "\n".join(parts)

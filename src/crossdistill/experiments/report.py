@@ -60,10 +60,17 @@ def claim_directory(out: Path, config_text: str, inputs: dict[str, str]) -> None
     """
     saved, record = out / "config.yaml", out / "inputs.json"
     advice = "choose another --out or delete that directory"
-    if saved.exists() and saved.read_text() != config_text:
+    if saved.exists() and _read_bytes(saved, advice) != config_text.encode():
         raise RunDirectoryError(f"{out} holds a run of a different config ({saved}); {advice}")
     if record.exists():
-        before = json.loads(record.read_text())
+        try:
+            before = json.loads(_read_bytes(record, advice))
+        except ValueError:  # not JSON, or not UTF-8
+            before = None
+        if not isinstance(before, dict):
+            raise RunDirectoryError(
+                f"{record} is not the record of a run's inputs (a JSON mapping); {advice}"
+            )
         changed = [key for key in {**before, **inputs} if before.get(key) != inputs.get(key)]
         if changed:
             raise RunDirectoryError(
@@ -76,6 +83,14 @@ def claim_directory(out: Path, config_text: str, inputs: dict[str, str]) -> None
         )
     write_if_changed(saved, config_text)
     write_if_changed(record, json.dumps(inputs, indent=1, sort_keys=True) + "\n")
+
+
+def _read_bytes(path: Path, advice: str) -> bytes:
+    """The bytes of a run directory's file; a `RunDirectoryError` naming it when unreadable."""
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise RunDirectoryError(f"{path}: cannot read it ({error.strerror}); {advice}") from None
 
 
 def write_csv(rows: Sequence[dict], path: Path) -> None:

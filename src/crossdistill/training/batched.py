@@ -321,7 +321,7 @@ def _numbered(path: Path, k: int) -> Path:
 
 
 def _read_stack(path: Path) -> dict:
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     keys = {"params", "buffers", "optimizer", "orders", "torch_rng", "histories", "first_losses"}
     if not isinstance(state, dict) or set(state) != keys:
         raise ValueError(f"not a checkpoint of fit_many (expected the entries {', '.join(keys)})")
