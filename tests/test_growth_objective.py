@@ -294,7 +294,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path) -> None:
     method, _, _ = _objective(weights, delta=0.5, hessian_samples=2)
     with pytest.raises(KeyboardInterrupt):
         fit(method, data, validate=crashing, checkpoint=checkpoint, **settings)
-    assert len(torch.load(checkpoint, weights_only=False)["history"]) == 1
+    assert len(torch.load(checkpoint, weights_only=True)["history"]) == 1
 
     resumed_method, resumed_student, _ = _objective(weights, delta=0.5, hessian_samples=2)
     torch.manual_seed(999)  # the draws of epochs 2–3 must come from the checkpointed RNG state

@@ -264,6 +264,6 @@ def test_missing_data_fails_before_any_output(tmp_path) -> None:
         )
     )
     out = tmp_path / "run"
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ConfigError, match="field 'problems.digits': cannot find dataset folder"):
         run_experiment(load_config(path), out, progress=False)
     assert not out.exists()

@@ -80,7 +80,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path) -> None:
             checkpoint=checkpoint,
             **settings,
         )
-    assert len(torch.load(checkpoint, weights_only=False)["history"]) == 3
+    assert len(torch.load(checkpoint, weights_only=True)["history"]) == 3
 
     resumed_model = _model(99, dropout=0.5)  # other weights: the checkpoint must replace them
     resumed = fit(

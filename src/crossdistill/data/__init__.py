@@ -8,7 +8,7 @@ from .idx import DataFormatError, read_idx, write_idx
 from .imagenette import load_image_folder
 from .office import OFFICE31_DOMAINS, read_feature_file
 from .privileged import PrivilegedData, PrivilegedSplits, privileged_datasets
-from .sources import ChecksumError, RemoteFile, cache_dir, locate
+from .sources import ChecksumError, DatasetNotFoundError, RemoteFile, cache_dir, locate
 from .synthetic import synthetic_regression
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "Columns",
     "ChecksumError",
     "DataFormatError",
+    "DatasetNotFoundError",
     "DomainSplits",
     "OFFICE31_DOMAINS",
     "PrivilegedData",

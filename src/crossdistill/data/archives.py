@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .idx import DataFormatError
-from .sources import RemoteFile, cache_dir, locate, read_or_rebuild, redownload, search_places
+from .sources import (
+    DatasetNotFoundError,
+    RemoteFile,
+    cache_dir,
+    locate,
+    read_or_rebuild,
+    redownload,
+    search_places,
+)
 
 ARCHIVES = "archives"
 """The folder, under each place :func:`locate` looks in, that holds dataset archives."""
@@ -67,8 +75,9 @@ def locate_unpacked(
         that holds all of ``required``, else ``cache_dir()/folder`` freshly unpacked.
 
     Raises:
-        FileNotFoundError: the folder is nowhere and cannot be had from the archive; the message
-            lists every place looked in and why nothing was downloaded.
+        DatasetNotFoundError: (a FileNotFoundError) the folder is nowhere and cannot be had
+            from the archive; the message lists every place looked in and why nothing was
+            downloaded.
         ChecksumError: a downloaded archive's md5 is not the published one (nothing is kept).
         DataFormatError: the archive is corrupt, unsafe, or lacks ``required``.
     """
@@ -89,7 +98,7 @@ def locate_unpacked(
         f"  {place} ({origin}): missing {', '.join(_missing(place, required))}"
         for place, origin in places
     )
-    raise FileNotFoundError(
+    raise DatasetNotFoundError(
         f"cannot find dataset folder {folder!r}; looked in:\n{looked}\n{reason}.\n"
         f"Put the folder in <dir>/ and set CROSSDISTILL_DATA=<dir>, or pass data_dir=<dir>."
     )

@@ -27,7 +27,7 @@ from .arrays import ArrayData
 from .checks import check_labels
 from .datasets import DomainSplits, datasets, split_held_out
 from .idx import DataFormatError
-from .sources import read_or_rebuild, search_places
+from .sources import DatasetNotFoundError, read_or_rebuild, search_places
 
 OFFICE31_DOMAINS = ("amazon", "dslr", "webcam")
 """The three Office-31 domains: amazon.com product photos, DSLR photos and webcam photos."""
@@ -134,8 +134,8 @@ def office31(
         ValueError: ``domain`` is not one of amazon, dslr, webcam; ``test`` is not a fraction
             strictly between 0 and 1; the sizes leave Big, Small or Test empty; or the first folder
             holding a file of the domain holds several.
-        FileNotFoundError: no place holds a file of the domain; the message lists every place
-            looked in and the accepted file names.
+        DatasetNotFoundError: (a FileNotFoundError) no place holds a file of the domain; the
+            message lists every place looked in and the accepted file names.
         DataFormatError: the file is malformed (see :func:`read_feature_file`) or a label goes
             beyond 30 (the message names the file, the label and its row).
     """
@@ -178,7 +178,7 @@ def _feature_file(domain: str, folder: str, data_dir: str | Path | None) -> Path
             )
         looked.append(f"  {place} ({origin}): {_contents(place)}")
     unset = "" if os.environ.get("CROSSDISTILL_DATA") else "  ($CROSSDISTILL_DATA is not set)\n"
-    raise FileNotFoundError(
+    raise DatasetNotFoundError(
         f"cannot find Office-31 features of domain {domain!r} in folder {folder!r}; looked in:\n"
         + "\n".join(looked)
         + f"\n{unset}Office-31 features have no download; put them there yourself: one of "

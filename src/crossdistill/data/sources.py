@@ -30,6 +30,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import TypeVar
 
+from ..errors import CrossdistillError
 from ..files import UNREADABLE, atomic_path, read_rebuildable
 from .idx import DataFormatError
 
@@ -46,6 +47,12 @@ _TIMEOUT_S = 60.0
 
 class ChecksumError(DataFormatError):
     """A downloaded file's md5 differs from the published one."""
+
+
+class DatasetNotFoundError(CrossdistillError, FileNotFoundError):
+    """A dataset's files are in none of the places a loader looks and cannot be downloaded; the
+    message lists every place looked in and why nothing was downloaded. A `FileNotFoundError`
+    that is also the project's error, so a config's driver names the dataset's field."""
 
 
 @dataclass(frozen=True)
@@ -92,8 +99,9 @@ def locate(
 
     Raises:
         ChecksumError: a downloaded file's md5 is not the published one (nothing is kept).
-        FileNotFoundError: the files are nowhere and cannot be downloaded; the message lists every
-            place looked in and how to point the loader at a local copy.
+        DatasetNotFoundError: (a FileNotFoundError) the files are nowhere and cannot be
+            downloaded; the message lists every place looked in and how to point the loader at
+            a local copy.
     """
     places = search_places(folder, data_dir)
     for place, _ in places:
@@ -118,7 +126,7 @@ def locate(
         for place, origin in places
     )
     unset = "" if os.environ.get("CROSSDISTILL_DATA") else "  ($CROSSDISTILL_DATA is not set)\n"
-    raise FileNotFoundError(
+    raise DatasetNotFoundError(
         f"cannot find dataset folder {folder!r}; looked in:\n{looked}\n{unset}{reason}.\n"
         f"Put the files in <dir>/{folder}/ and set CROSSDISTILL_DATA=<dir>, or pass data_dir=<dir>."
     )
@@ -177,7 +185,16 @@ def redownload(
 
 
 def search_places(folder: str, data_dir: str | Path | None) -> list[tuple[Path, str]]:
-    """The folders :func:`locate` looks in, in order, each with where it comes from."""
+    """The folders :func:`locate` looks in, in order, each with where it comes from.
+
+    Raises:
+        ValueError: ``folder`` is not a name or relative path (e.g. ``None``, a YAML ``null``).
+    """
+    if not isinstance(folder, str | os.PathLike) or not str(folder):
+        raise ValueError(
+            f"folder: expected a folder name or a relative path, found {folder!r} (leave "
+            "folder out for the dataset's own)"
+        )
     places = []
     if data_dir is not None:
         places.append((Path(data_dir).expanduser() / folder, "data_dir"))

@@ -15,13 +15,14 @@ from torch import Tensor, nn
 from ..data import ArrayData
 from ..data.arrays import random_indices
 from ..figures import save_figure
+from ..files import file_name
 from ..losses import robust_loss
 from ..mappings import mappings
 from ..methods import GrowthObjective, Supervised
 from ..models import check_outputs, count_parameters, models
 from ..models.growth import grow
 from ..training import evaluate, fit, predict
-from .config import ConfigError, GrowthArmConfig, GrowthConfig
+from .config import ConfigError, DataConfig, GrowthArmConfig, GrowthConfig
 from .driver import ExperimentKind, Rows, field, kinds, splits_tensors, target_size
 from .report import markdown_table, plot_curves, summarize, write_csv
 from .teachers import load_teacher, prepare_teacher, training
@@ -49,6 +50,13 @@ class GrowthKind(ExperimentKind):
 
     def check(self) -> None:
         config: GrowthConfig = self.config
+        if config.teacher.torchscript is not None:
+            raise ConfigError(
+                f"field 'teacher.torchscript': {config.teacher.torchscript}: a TorchScript "
+                "teacher cannot be grown (grow copies its weights layer by layer into the "
+                "student's Linear, Conv2d, BatchNorm2d and LSTM modules, which TorchScript "
+                "hides); give teacher.model and teacher.checkpoint (its state dict) instead"
+            )
         with field("teacher.data"):
             d1 = config.teacher.data.load()
             self.teacher_classes = target_size(d1, TASK)
@@ -65,6 +73,10 @@ class GrowthKind(ExperimentKind):
                     f"the student's data has {self.classes} classes, fewer than the teacher's "
                     f"{self.teacher_classes}: a grown model keeps the teacher's classes"
                 )
+        if config.student.data is not None:
+            _check_class_order(
+                config.teacher.data, config.student.data, self.teacher_classes, self.classes
+            )
         with field("teacher.transform"):
             transform = mappings.build(config.teacher.transform)
             self.teacher_big = d1.big.map_x(transform)
@@ -94,13 +106,25 @@ class GrowthKind(ExperimentKind):
                     self.teacher_test,
                     self.teacher_classes,
                     config.device,
+                    at="teacher",
                 )
             self.record("teacher", self.teacher)
         with field("student.model"):
             student = self._student(0)
             check_outputs(student, self.d2.small.x[:1], self.classes, "the model")
-            slots = grow(self.teacher, student, "zero")
+            grow(self.teacher, student, "zero")
+        seed = config.seeds[0]
         for name, arm in config.arms.items():
+            with field(f"arms.{name}"):  # as `run_unit` grows it: the arm's own settings
+                student = self._student(seed)
+                slots = grow(
+                    self.teacher,
+                    student,
+                    arm.extension,
+                    theta=arm.theta,
+                    noise=arm.noise,
+                    seed=seed,
+                )
             if arm.objective is not None:
                 with field(f"arms.{name}.objective"):
                     self._objective(arm, student, slots)
@@ -131,7 +155,7 @@ class GrowthKind(ExperimentKind):
     def run_unit(self, unit: str) -> Rows:
         """Arm ``unit``: every seed's student grown, optionally minimised by the objective on
         D1*, trained on D2's Small and scored on D2's Test."""
-        arm, test = self.config.arms[unit], self.d2.test
+        arm, test, stem = self.config.arms[unit], self.d2.test, file_name(unit)
         metrics, results, probabilities = [], [], []
         for seed in self.config.seeds:
             student = self._student(seed)
@@ -149,7 +173,7 @@ class GrowthKind(ExperimentKind):
                     self._objective(arm, student, slots),
                     d1_star,
                     seed=seed,
-                    checkpoint=self.out / "checkpoints" / "objective" / f"{unit}-seed{seed}.pt",
+                    checkpoint=self.out / "checkpoints" / "objective" / f"{stem}-seed{seed}.pt",
                     progress=self.progress,
                     name=f"growth objective of arm {unit!r}, seed {seed}",
                     **training(arm.objective.train),
@@ -160,7 +184,7 @@ class GrowthKind(ExperimentKind):
                 self.d2.small,
                 seed=seed,
                 validate=_timed(lambda model: evaluate(model, test, TASK)),
-                checkpoint=self.out / "checkpoints" / f"{unit}-seed{seed}.pt",
+                checkpoint=self.out / "checkpoints" / f"{stem}-seed{seed}.pt",
                 progress=self.progress,
                 name=f"student of arm {unit!r}, seed {seed}",
                 **training(self.config.student.train),
@@ -271,6 +295,39 @@ class GrowthKind(ExperimentKind):
                 total += float(loss) * len(part)
         student.train(was_training)
         return total / len(test)
+
+
+def _check_class_order(
+    teacher: DataConfig, student: DataConfig, teacher_classes: int, student_classes: int
+) -> None:
+    """Raise `ConfigError` (field ``student.data.classes``) unless the student's first outputs
+    are the teacher's classes in the teacher's order: `crossdistill.models.grow` keeps teacher
+    class k at output k and adds the new classes after them.
+
+    On one dataset (the same ``name``) a side's output k is class ``classes[k]`` when it gives
+    ``classes`` (relabelled 0, 1, … in that order), else the dataset's label k; so the
+    student's list (``classes``, else 0 … c−1) must start with the teacher's. The labels of two
+    different datasets do not name the same things and are not compared (only counted).
+    """
+    if teacher.name != student.name:
+        return
+    ours = list(range(teacher_classes)) if teacher.classes is None else list(teacher.classes)
+    theirs = list(range(student_classes)) if student.classes is None else list(student.classes)
+    if theirs[: len(ours)] == ours:
+        return
+
+    def given(side: str, data: DataConfig, classes: list[int]) -> str:
+        if data.classes is not None:
+            return f"{classes} ({side}.data.classes)"
+        labels = f"[0, 1, …, {len(classes) - 1}]" if len(classes) > 3 else str(classes)
+        return f"{labels} (the dataset's own labels: {side}.data gives no classes)"
+
+    raise ConfigError(
+        f"field 'student.data.classes': a grown student keeps the teacher's class k at output "
+        f"k, so on one dataset ({teacher.name!r}) the student's classes must start with the "
+        f"teacher's, in the same order: expected {given('teacher', teacher, ours)} first, "
+        f"found {given('student', student, theirs)}"
+    )
 
 
 def _timed(validate):

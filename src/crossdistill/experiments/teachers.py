@@ -16,17 +16,32 @@ from ..models import ModelFileError, check_outputs, load_state_dict_file, load_t
 from ..training import evaluate, fit, fit_many, stacks
 from .config import TeacherConfig, TrainConfig
 
+CHECK_ROWS = 8
+"""Rows of its own Test inputs a teacher read from a file is checked on (see `load_teacher`)."""
+
 
 def load_teacher(
-    name: str, spec: TeacherConfig, test: ArrayData, num_outputs: int, device: str
+    name: str,
+    spec: TeacherConfig,
+    test: ArrayData,
+    num_outputs: int,
+    device: str,
+    *,
+    at: str | None = None,
 ) -> nn.Module:
     """Teacher ``name`` read from the user's file (``spec.checkpoint`` for ``spec.model``, or
-    ``spec.torchscript``), in eval mode, checked on one row of its own ``test``.
+    ``spec.torchscript``), in eval mode, checked on the first `CHECK_ROWS` rows of its own
+    ``test``: its weights (parameters and floating-point buffers) finite, and its outputs
+    floating-point, finite and ``(1, R)`` for one row as ``(rows, R)`` for all of them (R =
+    ``num_outputs``). ``at`` is the config field that names it in messages (default
+    ``teachers.<name>``).
 
     Raises:
-        crossdistill.models.ModelFileError: the file is missing, unreadable or does not fit
-            (the message names ``teachers.<name>``, the file and the mismatch).
+        crossdistill.models.ModelFileError: the file is missing, unreadable or does not fit,
+            its weights are not finite, or the model fails on those rows or gives other
+            outputs (the message names ``at``, the file and the mismatch).
     """
+    at = f"teachers.{name}" if at is None else at
     try:
         if spec.torchscript is not None:
             teacher, file = load_torchscript(spec.torchscript), spec.torchscript
@@ -36,8 +51,8 @@ def load_teacher(
             )
             teacher, file = load_state_dict_file(teacher, spec.checkpoint), spec.checkpoint
     except ModelFileError as error:
-        raise ModelFileError(f"teachers.{name}: {error}") from None
-    check_outputs(teacher, test.x[:1], num_outputs, f"teachers.{name} ({file})")
+        raise ModelFileError(f"{at}: {error}") from None
+    check_outputs(teacher, test.x[:CHECK_ROWS], num_outputs, f"{at} ({file})")
     return teacher.to(device).eval()
 
 

@@ -14,7 +14,7 @@ from ..files import atomic_path, main_process, read_rebuildable
 from . import distributed
 from .devices import resident_device
 from .hooks import capture
-from .loop import TrainingDiverged, predict
+from .loop import TrainingDiverged, model_device, predict
 
 Mapping = Callable[[Tensor], Tensor]
 """A mapping φ: a module or any callable from a tensor ``(N, ...)`` to a tensor ``(N, ...)``."""
@@ -109,7 +109,7 @@ class TeacherCache:
             crossdistill.training.TrainingDiverged: the outputs are not finite (``name``, the
                 teacher, is named in the message).
         """
-        host = resident_device({"x": x}, next(teacher.parameters()).device, f"{name}'s input")
+        host = resident_device({"x": x}, model_device(teacher), f"{name}'s input")
         with torch.no_grad():
             if isinstance(mapping, nn.Module):
                 mapping = mapping.to(host)
@@ -119,10 +119,8 @@ class TeacherCache:
         if key in self._memory:
             return self._memory[key]
         file = None if self.directory is None else self.directory / f"{key}.pt"
-        saved = None if file is None else read_rebuildable(file, torch.load)
-        if saved is not None:
-            result = TeacherRun(**saved)
-        else:
+        result = None if file is None else read_rebuildable(file, _read_entry)
+        if result is None:
             result = _teacher_pass(teacher, seen, layers)
             bad = (~torch.isfinite(result.outputs)).reshape(len(seen), -1).any(1).sum()
             if bad:
@@ -136,6 +134,22 @@ class TeacherCache:
                     torch.save(result._asdict(), tmp)
         self._memory[key] = result
         return result
+
+
+def _read_entry(path: Path) -> TeacherRun:
+    """The `TeacherRun` a cache file holds, read without running code; ValueError for a file
+    that holds anything else."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    outputs, features = (
+        (saved.get("outputs"), saved.get("features")) if isinstance(saved, dict) else (None, None)
+    )
+    if not (
+        isinstance(outputs, Tensor)
+        and isinstance(features, dict)
+        and all(isinstance(value, Tensor) for value in features.values())
+    ):
+        raise ValueError("not a teacher-cache entry (expected outputs and a dict of features)")
+    return TeacherRun(outputs, features)
 
 
 def _teacher_pass(teacher: nn.Module, seen: Tensor, layers: tuple[str, ...]) -> TeacherRun:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..data.arrays import ArrayData, Columns
-from ..errors import CrossdistillError
+from ..errors import CrossdistillError, number_hint
 from ..files import atomic_path, main_process, read_rebuildable
 from ..losses import Task
 from . import distributed
@@ -88,20 +88,30 @@ def _setting_problem(default: Any, value: Any) -> str:
     if isinstance(default, bool) or default is None:
         return "" if isinstance(value, bool) or value is None else "true or false"
     if isinstance(default, int | float):
-        return "" if number(value) else "a finite number" + _number_hint(value)
+        return "" if number(value) else "a finite number" + number_hint(value)
     if isinstance(default, tuple):
         fits = isinstance(value, list | tuple) and len(value) == len(default)
         return "" if fits and all(map(number, value)) else f"{len(default)} finite numbers"
     return ""
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter, else of its first buffer, else the CPU (a
+    model holding no tensor, e.g. a TorchScript function of its input)."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 2048) -> Tensor:
     """``model(x)`` in eval mode, without gradients, in slices of ``batch_size`` rows (``x``
-    may have no rows)."""
+    may have no rows), on the model's device (`model_device`)."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     outputs = torch.cat(
         [model(x[i : i + batch_size].to(device)) for i in range(0, max(len(x), 1), batch_size)]
     )
@@ -302,17 +312,8 @@ def fit(
     return history
 
 
-def _number_hint(value: Any) -> str:
-    """How to write a number that YAML 1.1 read as text (``1e-3``, ``1.0e6``)."""
-    try:
-        number = float(value) if isinstance(value, str) else None
-    except ValueError:
-        number = None
-    return "" if number is None else f" (YAML reads {value} as text: write {number!r})"
-
-
 def _read_checkpoint(path: Path) -> dict:
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     keys = {"model", "optimizer", "order", "torch_rng", "history", "first_loss"}
     if not isinstance(state, dict) or set(state) != keys:
         raise ValueError(f"not a checkpoint of fit (expected the entries {', '.join(keys)})")
