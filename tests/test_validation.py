@@ -95,6 +95,30 @@ BAD_SETTINGS = [
     ("arms.teacher.mapping={name: resize, size: [4, 4]}", "arms.teacher.mapping", "(1, 1, 4, 4)"),
     ("arms.teacher.teacher=other", "arms.teacher.teacher", "names teacher 'other'"),
     ("data.small=5000", "data", "small must be between"),
+    # a bool is never a number, text never a number, a float never an int
+    ("student.train.batch_size=true", "student.train.batch_size", "found True"),
+    ("student.train.epochs=2.0", "student.train.epochs", "found 2.0"),
+    ("seeds=[false, true]", "seeds.0", "found False"),
+    ("data.classes=[true, false, 2]", "data.classes.0", "found True"),
+    ("arms.teacher.lam=[true]", "arms.teacher.lam", "found [True]"),
+    ("arms.teacher.lam=1e-3", "arms.teacher.lam", "write 0.001"),
+    ("validation=false", "validation", "found False"),
+    ("batched=1", "batched", "found 1"),
+    ("data.small=true", "data", "'small' expects a number, found True"),
+    ("student.model={name: mlp, hidden: [true]}", "student.model", "found [True]"),
+    ("arms.teacher.mapping={name: gaussian_noise, variance: true}", "arms.teacher.mapping", "True"),
+    ("student.train.optimizer.betas=[true, 0.9]", "student.train.optimizer", "2 finite numbers"),
+    # every name becomes a file name of its own
+    ("arms={'a': {lam: 1.0}, 'A': {lam: 1.0}}", "arms.A", "differ only in letter case"),
+    ("arms={'': {lam: 1.0}}", "arms", "a visible character, found ''"),
+    ("arms={'x': {lam: 1.0}, '  ': {lam: 1.0}}", "arms", "found '  '"),
+    (f"arms={{{'x' * 101}: {{lam: 1.0}}}}", "arms.xxxxxxxxxxxxxxxxxxxx…", "takes 101"),
+    (
+        "teachers={'T': {model: {name: mlp}, train: {epochs: 1}}, 't': {model: {name: mlp}, "
+        "train: {epochs: 1}}}",
+        "teachers.t",
+        "differ only in letter case",
+    ),
 ]
 
 
@@ -210,9 +234,9 @@ def test_a_nan_teacher_stops_the_run_naming_it(tmp_path, capsys) -> None:
     )
     out = tmp_path / "run"
     assert main(["run", str(_write(tmp_path, config)), "--out", str(out), "--quiet"]) == 2
-    error = capsys.readouterr().err
-    assert "teacher 'teacher': its outputs are not finite" in error, error
-    assert not (out / "table.csv").exists()
+    error = capsys.readouterr().err  # found in the teacher's file, before anything is written
+    assert "field 'teachers.teacher'" in error and "'1.weight' holds nan at [0, 0]" in error, error
+    assert not out.exists()
 
 
 def test_fit_stops_at_the_first_non_finite_epoch_and_keeps_the_last_good_checkpoint(
@@ -230,7 +254,7 @@ def test_fit_stops_at_the_first_non_finite_epoch_and_keeps_the_last_good_checkpo
             checkpoint=tmp_path / "c.pt",
             name="my model",
         )
-    assert len(torch.load(tmp_path / "c.pt", weights_only=False)["history"]) == len(history)
+    assert len(torch.load(tmp_path / "c.pt", weights_only=True)["history"]) == len(history)
 
 
 def test_a_finished_run_reruns_without_writing_a_file(tmp_path) -> None:

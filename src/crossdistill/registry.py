@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -41,25 +44,25 @@ class Registry(Generic[T]):
         return sorted(self._constructors)
 
     def check(self, spec: Spec, *provided: str) -> None:
-        """Raise ValueError if ``spec`` names no constructor or passes arguments it does not take.
+        """Raise ValueError if ``spec`` names no constructor or passes arguments it does not take,
+        or a bool where the constructor's annotation expects a number; a setting annotated
+        ``Annotated[..., registry]`` (a nested spec of another component) or
+        ``Annotated[..., settings_class]`` (a mapping of that class's keyword arguments) is
+        checked in turn.
 
         ``provided`` are the argument names the caller will add at build time. Nothing is built.
         """
         name, kwargs = self._split(spec)
-        parameters, takes_any = _parameters(self._constructors[name])
         given = [key for key in kwargs if key in provided]
         if given:
             raise ValueError(
                 f"{self.kind} {name!r}: {given[0]!r} is set by the experiment (from its data "
                 "and settings); remove it from the spec"
             )
-        unknown = [key for key in kwargs if key not in parameters and not takes_any]
-        if unknown:
-            accepted = [key for key in parameters if key not in provided]
-            raise ValueError(
-                f"{self.kind} {name!r} has no setting {unknown[0]!r}; "
-                f"it accepts {', '.join(accepted) or 'no settings'}"
-            )
+        try:
+            check_settings(self._constructors[name], kwargs, provided)
+        except ValueError as error:
+            raise ValueError(f"{self.kind} {name!r}: {error}") from None
 
     def build(self, spec: Spec, *, offer: Mapping[str, Any] | None = None, **defaults: Any) -> T:
         """Construct the component a spec names; ``defaults`` fill arguments the spec leaves out.
@@ -102,3 +105,104 @@ def _parameters(constructor: Callable[..., Any]) -> tuple[list[str], bool]:
     parameters = inspect.signature(constructor).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     return list(parameters), takes_any
+
+
+def check_settings(
+    constructor: Callable[..., Any], settings: Mapping[str, Any], provided: Sequence[str] = ()
+) -> None:
+    """Raise ValueError unless ``constructor`` takes every keyword of ``settings`` (beside
+    ``provided``, added by the caller), with no bool where its annotation (or, unannotated, its
+    default) is a number, and every nested spec or settings mapping it annotates right (see
+    `Registry.check`)."""
+    parameters, takes_any = _parameters(constructor)
+    unknown = [key for key in settings if key not in parameters and not takes_any]
+    if unknown:
+        accepted = [key for key in parameters if key not in provided]
+        raise ValueError(
+            f"no setting {unknown[0]!r}; it accepts {', '.join(accepted) or 'no settings'}"
+        )
+    hints = _hints(constructor)
+    for key, value in settings.items():
+        hint = hints.get(key)
+        if hint is None:
+            continue
+        if _bool_for_number(hint, value):
+            raise ValueError(
+                f"{key!r} expects a number, found {value!r} (true and false are not numbers)"
+            )
+        for nested in _nested(hint, value):
+            try:
+                nested()
+            except ValueError as error:
+                raise ValueError(f"{key}: {error}") from None
+
+
+def _nested(hint: Any, value: Any) -> list[Callable[[], None]]:
+    """The checks of the nested specs or settings in ``value``, by ``hint``'s ``Annotated``
+    metadata (a `Registry`, or a class whose keyword arguments ``value`` holds)."""
+    if value is None or isinstance(value, bool):
+        return []
+    origin = typing.get_origin(hint)
+    if origin is Annotated:
+        inner, *metadata = typing.get_args(hint)
+        for meta in metadata:
+            if isinstance(meta, Registry) and isinstance(value, str | Mapping):
+                return [functools.partial(meta.check, value)]
+            if isinstance(meta, type) and isinstance(value, Mapping):
+                return [functools.partial(check_settings, meta, value)]
+        return _nested(inner, value)
+    if origin in (typing.Union, types.UnionType):
+        return [check for member in typing.get_args(hint) for check in _nested(member, value)]
+    if (
+        isinstance(value, list | tuple)
+        and isinstance(origin, type)
+        and issubclass(origin, Sequence)
+    ):
+        arguments = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return [c for item in value for c in _nested(arguments[0], item)] if arguments else []
+    return []
+
+
+def _hints(constructor: Callable[..., Any]) -> dict[str, Any]:
+    """A constructor's parameter annotations (``Annotated`` kept); for a parameter without a
+    resolvable one, the type of its default when that is a number."""
+    function = constructor.__init__ if isinstance(constructor, type) else constructor
+    try:
+        hints = typing.get_type_hints(function, include_extras=True)
+    except (NameError, TypeError):
+        hints = {}
+    for name, parameter in inspect.signature(constructor).parameters.items():
+        default = parameter.default
+        if name not in hints and type(default) in (int, float):
+            hints[name] = type(default)
+    return hints
+
+
+def _bool_for_number(hint: Any, value: Any) -> bool:
+    """Whether ``value`` holds a bool where ``hint`` expects a number (an int or a float, at
+    any depth of sequences) and admits no bool."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        members = typing.get_args(hint)
+        if isinstance(value, bool):
+            return bool not in members and any(m in (int, float) for m in members)
+        return all(_bool_for_number(m, value) for m in members if _fits(m, value))
+    if isinstance(value, bool):
+        return hint in (int, float)
+    if (
+        isinstance(value, list | tuple)
+        and isinstance(origin, type)
+        and issubclass(origin, Sequence)
+    ):
+        arguments = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        if origin is tuple and len(arguments) == len(value) > 1:
+            return any(map(_bool_for_number, arguments, value))
+        return bool(arguments) and any(_bool_for_number(arguments[0], item) for item in value)
+    return False
+
+
+def _fits(hint: Any, value: Any) -> bool:
+    """Whether ``value`` may be meant for union member ``hint`` (sequences for sequences)."""
+    origin = typing.get_origin(hint) or hint
+    sequence = isinstance(origin, type) and issubclass(origin, Sequence) and origin is not str
+    return sequence == isinstance(value, list | tuple)

@@ -19,12 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 from sklearn.datasets import load_diabetes, load_digits
 
-from ..registry import Registry
+from ..registry import Registry, Spec
 from .arrays import ArrayData, random_split
 from .checks import check_alike, check_labels, check_num_classes
 from .idx import DataFormatError, read_idx
@@ -110,6 +111,9 @@ class DomainSplits:
 
 datasets: Registry[DomainSplits] = Registry("dataset")
 """Loaders by name: ``datasets.build("fashion_mnist", small=1000, seed=0)``."""
+
+DatasetSetting = Annotated[Spec, datasets]
+"""A component's setting that is the spec of a dataset (checked with the component's spec)."""
 
 
 def load_idx_pair(

@@ -24,7 +24,8 @@ from pydantic import (
 
 from ..data import ArrayData, DomainSplits, datasets, privileged_datasets
 from ..data.arrays import random_indices
-from ..errors import CrossdistillError
+from ..errors import CrossdistillError, number_hint
+from ..files import file_name
 from ..mappings import mappings
 from ..methods import GDDAClassifier, methods
 from ..models import models
@@ -78,6 +79,40 @@ Seeds = Annotated[list[Seed], Field(min_length=1), AfterValidator(_unique)]
 """Distinct seeds, one run (or repetition) each; the tables' n is their number."""
 
 
+NAME_BYTES = 100
+"""The longest file name (`crossdistill.files.file_name`, in bytes) a name of an arm, teacher or
+problem may have: run-directory files add their suffixes to it, within the 255 bytes a file
+system allows."""
+
+
+def _file_names(named: dict[str, Any]) -> dict[str, Any]:
+    """Check that every name of ``named`` (arms, teachers, problems) makes a file name of its
+    own: not empty, at most `NAME_BYTES` once encoded, and unlike every other name's even on a
+    case-insensitive file system (macOS, Windows)."""
+    seen: dict[str, str] = {}
+    for name in named:
+        if not name.strip():
+            raise ValueError(f"a name must have a visible character, found {name!r}")
+        if len(file_name(name)) > NAME_BYTES:
+            raise FieldError(
+                name[:20] + "…",
+                f"a name may take {NAME_BYTES} bytes as a file name, this one takes "
+                f"{len(file_name(name))}; shorten it",
+            )
+        other = seen.setdefault(file_name(name).lower(), name)
+        if other != name:
+            raise FieldError(
+                name,
+                f"names {other!r} and {name!r} differ only in letter case, so they would "
+                "share one file on a case-insensitive file system; rename one of them",
+            )
+    return named
+
+
+Named = AfterValidator(_file_names)
+"""A validator of a mapping by name whose names become file names in the run directory."""
+
+
 def _check_device(name: str) -> str:
     return check_device(name)
 
@@ -106,8 +141,15 @@ class FieldError(ValueError):
         self.path = path
 
 
+UserFile = Annotated[FilePath, Field(strict=False)]
+"""A path of a user's file, written as text in YAML (relative to the current directory)."""
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Fields exactly as declared: no unknown field, and no value converted from another type
+    (a bool is never a number, ``"1e-3"`` never a float, a float never an int)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class TrainConfig(_Strict):
@@ -202,8 +244,8 @@ class TeacherConfig(_Strict):
 
     model: ModelSpec | None = None
     train: TrainConfig | None = None
-    checkpoint: FilePath | None = None
-    torchscript: FilePath | None = None
+    checkpoint: UserFile | None = None
+    torchscript: UserFile | None = None
     data: DataConfig | None = None
     transform: MappingSpec = "identity"
     seed: Seed = 0
@@ -278,9 +320,9 @@ class ExperimentConfig(_Strict):
     description: str = ""
     task: Literal["classification", "regression"] = "classification"
     data: DataConfig
-    teachers: dict[str, TeacherConfig] = Field(default_factory=dict)
+    teachers: Annotated[dict[str, TeacherConfig], Named] = Field(default_factory=dict)
     student: StudentConfig
-    arms: dict[str, ArmConfig] = Field(min_length=1)
+    arms: Annotated[dict[str, ArmConfig], Named] = Field(min_length=1)
     seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
     validation: PositiveInt = 200
     device: Device = "cpu"
@@ -314,10 +356,10 @@ class PrivilegedConfig(_Strict):
     kind: Literal["privileged"]
     name: str
     description: str = ""
-    problems: dict[str, PrivilegedDataSpec] = Field(min_length=1)
-    teachers: dict[str, StudentConfig] = Field(min_length=1)
+    problems: Annotated[dict[str, PrivilegedDataSpec], Named] = Field(min_length=1)
+    teachers: Annotated[dict[str, StudentConfig], Named] = Field(min_length=1)
     student: StudentConfig
-    arms: dict[str, ArmConfig] = Field(min_length=1)
+    arms: Annotated[dict[str, ArmConfig], Named] = Field(min_length=1)
     seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
     validation: float = Field(0.2, gt=0, lt=1)
     selection: Literal["cross_entropy", "accuracy"] = "cross_entropy"
@@ -377,8 +419,8 @@ class GDDAConfig(_Strict):
     description: str = ""
     target: DataConfig
     features: MappingSpec = "identity"
-    teachers: dict[str, GDDATeacherConfig] = Field(min_length=1)
-    arms: dict[str, list[str]] = Field(min_length=1)
+    teachers: Annotated[dict[str, GDDATeacherConfig], Named] = Field(min_length=1)
+    arms: Annotated[dict[str, list[str]], Named] = Field(min_length=1)
     classifier: dict[str, Any] = Field(default_factory=dict)
     labelled_per_class: PositiveInt = 1
     grid_steps: PositiveInt = 10
@@ -464,7 +506,7 @@ class GrowthConfig(_Strict):
     teacher: TeacherConfig
     student: GrowthStudentConfig
     input_map: MappingSpec = "identity"
-    arms: dict[str, GrowthArmConfig] = Field(min_length=1)
+    arms: Annotated[dict[str, GrowthArmConfig], Named] = Field(min_length=1)
     baseline: str = "scratch"
     seeds: Seeds = Field(default_factory=lambda: list(range(5)))
     delta: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.1
@@ -558,10 +600,10 @@ class MultiTeacherConfig(_Strict):
     name: str
     description: str = ""
     data: DataConfig
-    teachers: dict[str, MultiTeacherTeacherConfig] = Field(min_length=1)
+    teachers: Annotated[dict[str, MultiTeacherTeacherConfig], Named] = Field(min_length=1)
     student: MultiTeacherStudentConfig
     latent: LatentConfig = Field(default_factory=LatentConfig)
-    arms: dict[str, MultiTeacherArmConfig] = Field(min_length=1)
+    arms: Annotated[dict[str, MultiTeacherArmConfig], Named] = Field(min_length=1)
     seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
     validation: PositiveInt = 200
     device: Device = "cpu"
@@ -578,7 +620,10 @@ class MultiTeacherConfig(_Strict):
                         f"names teacher {unknown[0]!r}; field 'teachers' has "
                         + ", ".join(self.teachers),
                     )
-                _unique(arm.teachers)
+                try:
+                    _unique(arm.teachers)
+                except ValueError as error:
+                    raise FieldError(f"arms.{name}.teachers", str(error)) from None
         return self
 
     def teachers_of(self, arm: MultiTeacherArmConfig) -> list[str]:
@@ -676,6 +721,10 @@ def load_config(source: str | Path, overrides: list[str] = ()) -> AnyConfig:
         raise ConfigError(f"{path}: {_describe((right_type or problems)[0], raw)}") from None
 
 
+FOUND_CHARS = 80
+"""At most this many characters of a refused value are quoted in an error message."""
+
+
 def _describe(problem: dict[str, Any], raw: Any) -> str:
     """One pydantic error as ``field 'a.b.c': what is wrong (found …)``, the location given as
     the keys of the user's file (pydantic's names of union members dropped)."""
@@ -693,8 +742,14 @@ def _describe(problem: dict[str, Any], raw: Any) -> str:
     if isinstance(cause, FieldError):
         parts.append(cause.path)
     message = problem["msg"].removeprefix("Value error, ")
-    if problem["type"] != "missing" and "found" not in message:
-        message += f" (found {problem['input']!r})"
+    if (
+        problem["type"] != "missing"
+        and "found" not in message
+        and not isinstance(cause, FieldError)
+    ):
+        found = repr(problem["input"])
+        found = found if len(found) <= FOUND_CHARS else found[: FOUND_CHARS - 1] + "…"
+        message += f" (found {found}){number_hint(problem['input'])}"
     return f"field {'.'.join(parts) or '(top level)'!r}: {message}"
 
 

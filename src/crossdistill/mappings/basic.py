@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crossdistill.mappings.base import mappings
-from crossdistill.registry import Spec
+from crossdistill.mappings.base import MappingSetting, mappings
 
 
 def _check_images(x: Tensor) -> None:
@@ -293,7 +292,7 @@ class Compose(nn.Sequential):
 
 
 @mappings.register("compose")
-def compose(*, steps: Sequence[Spec]) -> Compose:
+def compose(*, steps: Sequence[MappingSetting]) -> Compose:
     """A :class:`Compose` of mappings built by name, e.g.
     ``{"name": "compose", "steps": ["identity", {"name": "resize", "size": [32, 32]}]}``."""
     return Compose(*(mappings.build(step) for step in steps))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import Tensor
@@ -132,7 +132,7 @@ def generated_mnist(
     seed: int = 0,
     data_dir: str | Path | None = None,
     download: bool = True,
-    translator: Mapping[str, Any] | None = None,
+    translator: Annotated[Mapping[str, Any], TranslatorSettings] | None = None,
     train: int = 60_000,
     test: int = 10_000,
     generation_seed: int = 0,

@@ -26,7 +26,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ..data.arrays import Columns, random_indices
-from ..data.datasets import datasets
+from ..data.datasets import DatasetSetting, datasets
 from ..data.sources import cache_dir
 from ..figures import plot_before_after
 from ..files import UNREADABLE, atomic_path, read_rebuildable
@@ -372,7 +372,7 @@ class FastStyleTransfer(nn.Module):
         content_weight: float = 1.0,
         content_layer: str = DEFAULT_CONTENT_LAYER,
         style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
-        content: Spec | None = None,
+        content: DatasetSetting | None = None,
         part: Literal["big", "small", "test"] = "big",
         images: int = 1000,
         image_size: int | None = None,

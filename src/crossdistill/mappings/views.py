@@ -10,17 +10,16 @@ from pathlib import Path
 import torch
 
 from ..data.arrays import ArrayData
-from ..data.datasets import datasets
+from ..data.datasets import DatasetSetting, datasets
 from ..data.privileged import PrivilegedData, PrivilegedSplits, privileged_datasets
-from ..registry import Spec
-from .base import mappings
+from .base import MappingSetting, mappings
 
 
 @privileged_datasets.register("regular_view")
 def regular_view(
     *,
-    dataset: Spec,
-    view: Spec,
+    dataset: DatasetSetting,
+    view: MappingSetting,
     train: int,
     seed: int = 0,
     data_dir: str | Path | None = None,

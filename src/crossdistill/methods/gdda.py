@@ -52,6 +52,7 @@ import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -527,6 +528,13 @@ class GDDAClassifier(ClassifierMixin, BaseEstimator):
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        numbers = {"C": self.C, "intercept_scaling": self.intercept_scaling, "tol": self.tol}
+        numbers |= {"max_iter": self.max_iter}
+        if not isinstance(self.gamma, str):
+            numbers["gamma"] = self.gamma
+        for name, value in numbers.items():
+            if isinstance(value, bool) or not isinstance(value, Real):
+                raise ValueError(f"{name} must be a number, got {value!r}")
         if not self.C > 0:
             raise ValueError(f"C must be positive, got {self.C}")
         if self.solver == "primal" and self.kernel != "linear":
