@@ -10,6 +10,7 @@ import logging
 import os
 import shlex
 import sys
+import traceback
 from pathlib import Path
 
 import torch
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"wrote {page} and {twin}")
         return 0
-    out = None
+    out = fabric = None
     try:
         for module in args.imports:
             _import(module)
@@ -107,12 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(training.__name__).setLevel(logging.INFO)
         run_experiment(config, out, progress=not args.quiet)
     except KeyboardInterrupt:
-        kept = (
-            "nothing was written"
-            if out is None or not out.exists()
-            else f"every finished unit and epoch is kept in {out}; rerun the same command to resume"
-        )
-        print(f"crossdistill: interrupted; {kept}", file=sys.stderr)
+        print(f"crossdistill: interrupted; {_kept(out)}", file=sys.stderr)
         return 130
     except (CrossdistillError, ImportError, ValueError) as error:
         print(f"crossdistill: error: {error}", file=sys.stderr)
@@ -120,11 +116,28 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # an unwritable or full --out, a file the user named
         print(f"crossdistill: error: {error.strerror or error}: {error.filename}", file=sys.stderr)
         return 2
+    except Exception:
+        lost = distributed.stopped() if fabric is not None else []
+        if not lost:
+            raise
+        print(
+            f"crossdistill: error: {', '.join(lost)} of this run's {fabric.world_size} "
+            f"processes stopped, so rank {fabric.global_rank} cannot go on; {_kept(out)}",
+            file=sys.stderr,
+        )
+        return 1
     write_if_changed(out / "command.txt", _command(sys.argv[1:] if argv is None else argv) + "\n")
     print((out / "table.md").read_text())
     files = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
     print(f"outputs in {out}/ ({', '.join(files)})")
     return 0
+
+
+def _kept(out: Path | None) -> str:
+    """What an interrupted run leaves in ``out``, and how to go on."""
+    if out is None or not out.exists():
+        return "nothing was written"
+    return f"every finished unit and epoch is kept in {out}; rerun the same command to resume"
 
 
 def _command(argv: list[str]) -> str:
@@ -136,17 +149,40 @@ def _command(argv: list[str]) -> str:
 
 
 def _import(module: str) -> None:
-    """Import ``module``: a dotted module name, or the path of a ``.py`` file."""
-    if not module.endswith(".py"):
-        importlib.import_module(module)
-        return
+    """Import ``module``: a dotted module name, or the path of a ``.py`` file.
+
+    Raises:
+        CrossdistillError: it cannot be found, or running it failed (an exception, a syntax
+            error, ``sys.exit``): the message names it, the line and the error.
+    """
     path = Path(module)
-    if not path.is_file():
-        raise ImportError(f"--import {module}: no such file")
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    loaded = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = loaded
-    spec.loader.exec_module(loaded)
+    if module.endswith(".py") and not path.is_file():
+        raise CrossdistillError(f"--import {module}: no such file")
+    try:
+        if not module.endswith(".py"):
+            importlib.import_module(module)
+            return
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        loaded = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = loaded
+        spec.loader.exec_module(loaded)
+    except SystemExit as stop:
+        raise CrossdistillError(f"--import {module}: it called sys.exit({stop.code!r})") from None
+    except Exception as error:  # a user's code failed: name where, never a traceback
+        if module.endswith(".py"):
+            sys.modules.pop(path.stem, None)
+        raise CrossdistillError(f"--import {module}: {_failure(error, module)}") from None
+
+
+def _failure(error: Exception, module: str) -> str:
+    """``error`` in one line, with the line of ``module``'s code that raised it."""
+    if isinstance(error, SyntaxError):
+        return f"line {error.lineno}: SyntaxError: {error.msg}"
+    frames = traceback.extract_tb(error.__traceback__)
+    mine = [f for f in frames if Path(f.filename).resolve() == Path(module).resolve()]
+    where = f"line {mine[-1].lineno}: " if mine else ""
+    text = (str(error).strip().splitlines() or [""])[0]
+    return f"{where}{type(error).__name__}" + (f": {text}" if text else "")
 
 
 if __name__ == "__main__":

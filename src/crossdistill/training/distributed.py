@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 _engine: Fabric | None = None
+_launcher: int | None = None
+"""The process id of the first process (rank 0), in a process it launched (see `stopped`)."""
 
 
 def start(processes: int | None = None, accelerator: str = "cpu") -> Fabric | None:
@@ -66,8 +68,14 @@ def start(processes: int | None = None, accelerator: str = "cpu") -> Fabric | No
             f"{per_node} processes on this machine need as many GPUs; it has "
             f"{torch.cuda.device_count()}"
         )
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if accelerator == "cpu" and per_node > (cores or 1):
+        raise ValueError(
+            f"processes: {per_node} processes on this machine need as many CPU cores; it has "
+            f"{cores} (give at most {cores})"
+        )
     if accelerator == "cpu":  # cores / processes threads each
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_node))
+        torch.set_num_threads(max(1, (cores or 1) // per_node))
     from lightning_fabric import Fabric
     from lightning_fabric.strategies import DDPStrategy
 
@@ -78,9 +86,31 @@ def start(processes: int | None = None, accelerator: str = "cpu") -> Fabric | No
         # a static graph: DDP accepts trainable parts a method never uses, with no search
         strategy=DDPStrategy(static_graph=True),
     )
+    global _launcher
+    if int(os.environ.get("LOCAL_RANK", 0)) > 0 and "TORCHELASTIC_RUN_ID" not in os.environ:
+        _launcher = os.getppid()  # this process was started by rank 0's launch (not torchrun)
     fabric.launch()
     _engine = fabric
     return fabric
+
+
+def stopped() -> list[str]:
+    """The other processes of this run that are known to have stopped, as ``"rank R (how)"``:
+    on the first process, those it launched that ended with an error or a signal; on a process
+    it launched, the first process once it is gone. Empty alone, under ``torchrun`` (whose
+    agent watches the processes), and while all run."""
+    if _engine is None:
+        return []
+    found = []
+    children = getattr(getattr(_engine.strategy, "launcher", None), "procs", [])
+    for rank, child in enumerate(children, start=1):
+        code = child.poll()
+        if code:
+            how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            found.append(f"rank {rank} ({how})")
+    if _launcher is not None and os.getppid() != _launcher:
+        found.append("rank 0")
+    return found
 
 
 def engine() -> Fabric | None:
