@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):  # CI replays the same examples every run; locally they are new ones
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

@@ -92,7 +92,7 @@ def test_gdda_experiment_end_to_end_and_resume(tmp_path) -> None:
 def test_gdda_config_errors(tmp_path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(TINY.replace("both: [plain, inverted]", "both: [plain, rotated]"))
-    with pytest.raises(ConfigError, match="'arms.both': must list teachers among plain, inverted"):
+    with pytest.raises(ConfigError, match=r"'arms.both': must list teachers of field 'teachers'"):
         load_config(path)
     path.write_text(TINY.replace("grid_steps: 2", "classifier: {c: 1}\ngrid_steps: 2"))
     with pytest.raises(ConfigError, match="field 'classifier.c': no such setting"):

@@ -205,7 +205,7 @@ GROWTH_MISTAKES = [
             f"student.data={DIGITS}, classes: [0, 1, 2, 7]}}",
         ],
         "student.data.classes",
-        "expected [0, 1, 2] (teacher.data.classes) first, found [7, 8, 9]",
+        "expected [0, 1, 2] (field 'teacher.data.classes') first, found [7, 8, 9]",
         id="disjoint classes",
     ),
     pytest.param(
@@ -215,7 +215,7 @@ GROWTH_MISTAKES = [
             f"student.data={DIGITS}, classes: [3, 4, 0]}}",
         ],
         "student.data.classes",
-        "found [0, 1, …, 9] (the dataset's own labels: student.data gives no classes)",
+        "found [0, 1, …, 9] (the dataset's own labels: field 'student.data' gives no classes)",
         id="only the teacher relabels",
     ),
     pytest.param(

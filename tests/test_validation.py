@@ -78,6 +78,7 @@ BAD_SETTINGS = [
     ("arms.teacher.temperature=.nan", "arms.teacher.temperature", "finite"),
     ("arms.teacher.temperature=.inf", "arms.teacher.temperature", "finite"),
     ("arms.teacher.temperature=-2", "arms.teacher.temperature", "positive"),
+    ("arms.teacher.temperature=1.0e+308", "arms.teacher.temperature", "finite square"),
     ("arms.teacher.lam=[]", "arms.teacher.lam", "at least 1"),
     ("arms.teacher.lam=[0.5, 1.5]", "arms.teacher.lam", "[0, 1]"),
     ("validation=120", "validation", "fewer than 120"),

@@ -20,4 +20,9 @@ def number_hint(value: Any) -> str:
         number = float(value) if isinstance(value, str) else None
     except ValueError:
         number = None
-    return "" if number is None else f" (YAML reads {value} as text: write {number!r})"
+    if number is None:
+        return ""
+    text = repr(number)
+    if "e" in text and "." not in text:  # YAML 1.1 reads an exponent only after a dot
+        text = text.replace("e", ".0e")
+    return f" (YAML reads {value} as text: write {text})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -434,7 +435,8 @@ class GDDAConfig(_Strict):
             if not members or unknown:
                 raise FieldError(
                     f"arms.{name}",
-                    f"must list teachers among {', '.join(self.teachers)} (found {members!r})",
+                    f"must list teachers of field 'teachers' ({', '.join(self.teachers)}), found "
+                    f"{members!r}",
                 )
         allowed = set(GDDAClassifier().get_params()) - set(GDDA_SET_BY_THE_RUN)
         unknown = sorted(set(self.classifier) - allowed)
@@ -662,13 +664,15 @@ def _check_arm_teachers(arms: dict[str, ArmConfig], teachers: dict[str, Any]) ->
 
 
 def _check_sweeps(lam: Sweep, temperature: Sweep) -> None:
-    """Every λ in [0, 1] and every T > 0."""
+    """Every λ in [0, 1] and every T > 0 with a finite T² (the soft term's scale)."""
     for value in _as_list(lam):
         if not 0.0 <= value <= 1.0:
             raise FieldError("lam", f"must lie in [0, 1], found {value}")
     for value in _as_list(temperature):
         if value <= 0:
             raise FieldError("temperature", f"must be positive, found {value}")
+        if not math.isfinite(value * value):
+            raise FieldError("temperature", f"must have a finite square, found {value}")
 
 
 def _as_list(value: Sweep) -> list[float]:

@@ -112,7 +112,11 @@ class GrowthKind(ExperimentKind):
         with field("student.model"):
             student = self._student(0)
             check_outputs(student, self.d2.small.x[:1], self.classes, "the model")
-            grow(self.teacher, student, "zero")
+        with field("student.model"):
+            try:
+                grow(self.teacher, student, "zero")
+            except (ValueError, TypeError, RuntimeError) as error:
+                raise ValueError(f"{error} (the teacher is field 'teacher.model')") from None
         seed = config.seeds[0]
         for name, arm in config.arms.items():
             with field(f"arms.{name}"):  # as `run_unit` grows it: the arm's own settings
@@ -318,9 +322,9 @@ def _check_class_order(
 
     def given(side: str, data: DataConfig, classes: list[int]) -> str:
         if data.classes is not None:
-            return f"{classes} ({side}.data.classes)"
+            return f"{classes} (field '{side}.data.classes')"
         labels = f"[0, 1, …, {len(classes) - 1}]" if len(classes) > 3 else str(classes)
-        return f"{labels} (the dataset's own labels: {side}.data gives no classes)"
+        return f"{labels} (the dataset's own labels: field '{side}.data' gives no classes)"
 
     raise ConfigError(
         f"field 'student.data.classes': a grown student keeps the teacher's class k at output "
