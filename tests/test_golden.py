@@ -18,8 +18,8 @@ from crossdistill.experiments.config import load_config
 from crossdistill.experiments.report import read_csv, write_csv
 
 GOLDEN = Path(__file__).parent / "golden"
-KINDS = ("distillation", "regression", "privileged", "gdda")
-UNCOMPARED = ("seconds", "seconds_grid")
+KINDS = ("distillation", "regression", "privileged", "gdda", "growth")
+UNCOMPARED = ("seconds", "seconds_grid", "objective_seconds", "seconds_to_scratch")
 """Metrics that are wall times."""
 
 TOLERANCE = 1e-6
