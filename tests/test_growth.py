@@ -87,6 +87,59 @@ def test_zero_and_net2net_preserve_the_teachers_outputs(
         assert (teacher[1].running_var - 1).abs().min() > 1e-3
 
 
+def new_rows_moved(before: dict, after: dict, slots: dict) -> float:
+    """The fraction of new units (rows of the weight tensors outside the teacher's slot: a new
+    unit's incoming weights) whose weights moved by over 1e-6 relative."""
+    moved, rows = 0, 0
+    for key, slot in slots.items():
+        if before[key].dim() < 2:
+            continue
+        new = torch.ones(len(before[key]), dtype=torch.bool)
+        new[slot[0]] = False
+        change = (after[key][new] - before[key][new]).flatten(1).norm(dim=1)
+        scale = before[key][new].flatten(1).norm(dim=1).clamp(min=1e-12)
+        moved += int((change > 1e-6 * scale).sum())
+        rows += int(new.sum())
+    return moved / rows
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("classes", [CLASSES, CLASSES + 2])
+def test_zero_out_preserves_the_teachers_outputs_and_starts_new_units_at_their_init(
+    case: str, classes: int
+) -> None:
+    teacher, student, slots, in_shape = grown(case, "zero_out", classes)
+    x = inputs(in_shape)
+    with torch.no_grad():
+        assert (student(x)[:, :CLASSES] - teacher(x)).abs().max() < 1e-5
+    first = next(key for key, value in student.state_dict().items() if value.dim() >= 2)
+    fresh = build(CASES[case][1], in_shape, classes, seed=1).state_dict()[first]
+    new = outside(fresh, slots[first])
+    assert torch.equal(student.state_dict()[first][new], fresh[new])  # the student's own init
+    assert fresh[new].abs().min() > 0
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_new_units_train_under_zero_out_and_stay_zero_under_zero(case: str) -> None:
+    """After 20 Adam steps on random data, zero_out's new units have moved and zero's have
+    not: under zero every gradient on a new unit is exactly 0. (A new ReLU unit whose random
+    incoming weights leave it dead on every input cannot train either: 1 of cnn's 15 here.)"""
+    for extension, expected in (("zero_out", 0.8), ("zero", 0.0)):
+        _, student, slots, in_shape = grown(case, extension)
+        before = {k: v.clone() for k, v in student.state_dict().items()}
+        student.train()
+        optimizer = torch.optim.Adam(student.parameters(), lr=1e-2)
+        data = torch.Generator().manual_seed(3)
+        for _ in range(20):
+            x = torch.randn(32, *in_shape, generator=data)
+            y = torch.randint(0, CLASSES, (32,), generator=data)
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(student(x), y).backward()
+            optimizer.step()
+        moved = new_rows_moved(before, student.state_dict(), slots)
+        assert moved > expected if expected else moved == 0.0, (extension, moved)
+
+
 @pytest.mark.parametrize("extension", ["zero", "net2net"])
 def test_new_classes_get_logit_zero_and_shrink_the_old_probabilities(extension: str) -> None:
     new = 4

@@ -476,11 +476,12 @@ class GrowthObjectiveConfig(_Strict):
 
 class GrowthArmConfig(_Strict):
     """One initialisation of the grown student (SPEC §1.5): the teacher's weights at their slots
-    and the new entries by ``extension`` (`zero`, `uniform` U[0, ``theta``], `net2net` with
+    and the new entries by ``extension`` (`zero`, `zero_out`: the weights reading new units 0
+    and the rest the student's own initialisation, `uniform` U[0, ``theta``], `net2net` with
     ``noise``, or `scratch`: the student's own initialisation, the baseline), then optionally
-    the growth ``objective``."""
+    the growth ``objective`` (see `crossdistill.models.grow`)."""
 
-    extension: Literal["zero", "uniform", "scratch", "net2net"] = "zero"
+    extension: Literal["zero", "zero_out", "uniform", "scratch", "net2net"] = "zero"
     theta: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.1
     noise: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     objective: GrowthObjectiveConfig | None = None

@@ -28,8 +28,8 @@ def at_slot(tensor: Tensor, slot: Slot) -> Tensor:
     return tensor
 
 
-Extension = Literal["zero", "uniform", "scratch", "net2net"]
-EXTENSIONS: tuple[str, ...] = ("zero", "uniform", "scratch", "net2net")
+Extension = Literal["zero", "zero_out", "uniform", "scratch", "net2net"]
+EXTENSIONS: tuple[str, ...] = ("zero", "zero_out", "uniform", "scratch", "net2net")
 """The ways `grow` fills the student's entries that hold no teacher weight."""
 
 _LAYERS = (nn.Linear, nn.Conv2d, nn.BatchNorm2d, nn.LSTM)
@@ -93,8 +93,21 @@ def grow(
 
     - ``"zero"``: 0. Function-preserving: new units output 0 and nothing reads them, so in eval
       mode the student gives the teacher's outputs (on a grown input: those of the teacher on
-      the student input's leading features).
-    - ``"uniform"``: independent draws from U[0, ``theta``] (not function-preserving).
+      the student input's leading features). What trains: the teacher's entries (and the rows
+      of new classes) only. A new
+      unit's incoming weights get the gradient of its output, which is 0 while nothing reads
+      it, and the weights reading it get the gradient of its activation, which is 0 while its
+      incoming weights are (ReLU, tanh, BatchNorm, LSTM: exactly; sigmoid units, whose
+      activation at 0 is ½, escape); so the new units stay exactly 0 under any optimizer and
+      the student trains as a network of the teacher's width.
+    - ``"zero_out"``: the weights reading a new unit (a new feature of a layer's input) are 0;
+      every other new entry (a new unit's incoming weights and bias, a new class's row) keeps
+      the student's own initialisation. Function-preserving as ``zero`` (nothing reads the new
+      units, and new classes are extra logits), and the new units train: their activations are
+      not 0, so the weights reading them get a non-zero gradient at the first step. On a grown
+      input the weights reading the new input features are 0 too.
+    - ``"uniform"``: independent draws from U[0, ``theta``] (not function-preserving; every
+      entry trains).
     - ``"scratch"``: nothing is written: the student keeps the weights it was built with, its
       default initialisation (the baseline); the slots returned are still where the teacher's
       weights would sit.
@@ -129,7 +142,7 @@ def grow(
     Args:
         teacher: the trained model; read only.
         student: the bigger model, written in place (except under ``"scratch"``).
-        extension: ``"zero"``, ``"uniform"``, ``"scratch"`` or ``"net2net"``.
+        extension: ``"zero"``, ``"zero_out"``, ``"uniform"``, ``"scratch"`` or ``"net2net"``.
         theta: θ > 0 of ``"uniform"``, in weight units; unused otherwise.
         noise: σ ≥ 0 of ``"net2net"``'s noise, in weight units; must be 0 otherwise.
         seed: seeds the uniform draws, net2net's choice of duplicated units and its noise.
@@ -460,6 +473,12 @@ def _value(
         value = torch.full_like(s, spec.fill)
     elif extension == "uniform":
         value = (torch.rand(s.shape, generator=generator) * theta).to(s)
+    elif extension == "zero_out":
+        value = s.clone()
+        if spec.reads is not None:  # the entries reading a new input feature
+            new = torch.ones(s.shape[spec.reads], dtype=torch.bool, device=s.device)
+            new[spec.axes[spec.reads].slot.to(s.device)] = False
+            value[(slice(None),) * spec.reads + (new,)] = 0.0
     else:
         value = torch.zeros_like(s)
     index = torch.meshgrid(*(axis.slot.to(s.device) for axis in spec.axes), indexing="ij")
