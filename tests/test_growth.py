@@ -288,6 +288,23 @@ def test_a_grown_input_is_read_at_the_leading_features() -> None:
         ).abs().max() < 1e-5
 
 
+def test_a_cnn_keeps_the_function_for_more_channels_not_for_a_bigger_image() -> None:
+    teacher = trained({"name": "cnn", "channels": [2, 3], "hidden": 4}, (1, 8, 8))
+    wider = build({"name": "cnn", "channels": [4, 5], "hidden": 6}, (3, 8, 8), CLASSES, 1)
+    grow(teacher, wider, "zero")
+    x = inputs((3, 8, 8))
+    with torch.no_grad():
+        assert (wider.eval()(x) - teacher(x[:, :1])).abs().max() < 1e-6
+    bigger = build({"name": "cnn", "channels": [4, 5], "hidden": 6}, (1, 12, 12), CLASSES, 1)
+    grow(teacher, bigger, "zero")
+    x = inputs((1, 8, 8))
+    padded = nn.functional.pad(x, (0, 4, 0, 4))
+    with torch.no_grad():  # the docstring's "does not, on any image": neither padded nor cropped
+        assert (bigger.eval()(padded) - teacher(x)).abs().max() > 1e-4
+        big = inputs((1, 12, 12))
+        assert (bigger(big) - teacher(big[:, :, :8, :8])).abs().max() > 1e-4
+
+
 def test_a_grown_cnn_grid_sits_at_the_top_left_of_each_channel() -> None:
     # 8×8 → 12×12 inputs: 2×2 → 3×3 positions per channel after two poolings
     teacher = trained({"name": "cnn", "channels": [2, 3], "hidden": 4}, (1, 8, 8))
