@@ -19,6 +19,7 @@ from crossdistill.losses import (
     task_loss,
 )
 from crossdistill.methods import GrowthObjective, Supervised, methods
+from crossdistill.models import grow, models, placed
 from crossdistill.training import fit
 
 
@@ -185,6 +186,44 @@ def test_the_anchor_is_the_squared_distance_at_the_slots() -> None:
         student[2].weight[:, 0:4:2] = u["2.weight"]
         student[2].bias[:] = u["2.bias"]
     assert method.forward_train(batch)[1]["anchor"].item() == 0.0
+
+
+@pytest.mark.parametrize("extension", ["zero", "zero_out", "net2net"])
+@pytest.mark.parametrize(
+    ("teacher_spec", "student_spec", "in_shape"),
+    [
+        ({"name": "mlp", "hidden": [5]}, {"name": "mlp", "hidden": [12]}, (1, 6, 6)),
+        (
+            {"name": "cnn", "channels": [3], "hidden": 5, "batch_norm": True},
+            {"name": "cnn", "channels": [7], "hidden": 11, "batch_norm": True},
+            (1, 8, 8),
+        ),
+        ({"name": "lstm", "hidden": 4}, {"name": "lstm", "hidden": 10}, (1, 5, 6)),
+    ],
+    ids=["mlp", "cnn_bn", "lstm"],
+)
+def test_the_anchor_to_the_placed_teacher_is_zero_after_growth_and_keeps_the_function(
+    extension: str, teacher_spec: dict, student_spec: dict, in_shape: tuple
+) -> None:
+    torch.manual_seed(0)
+    teacher = models.build(teacher_spec, in_shape=in_shape, num_outputs=3).eval()
+    student = models.build(student_spec, in_shape=in_shape, num_outputs=3)
+    slots = grow(teacher, student, extension, seed=0)
+    anchor_only = GrowthObjective(
+        student, teacher_state=placed(student, slots), slots=slots, weights=(0, 1, 0, 0)
+    )
+    assert float(anchor_only.anchor().detach()) == 0.0
+    raw = GrowthObjective(student, teacher_state=teacher.state_dict(), slots=slots)
+    assert (float(raw.anchor().detach()) > 0) == (extension == "net2net")  # u / k under net2net
+    x = torch.randn(64, *in_shape)
+    with torch.no_grad():
+        assert (student.eval()(x) - teacher(x)).abs().max() < 1e-5
+    grown = {name: p.detach().clone() for name, p in student.named_parameters()}
+    fit(anchor_only, ArrayData(x, torch.randint(0, 3, (64,))), epochs=2, batch_size=16)
+    # minimising the anchor alone leaves every weight where the function-preserving growth
+    # put it (BatchNorm's running statistics follow the batches, as in any training)
+    for name, p in student.named_parameters():
+        assert torch.equal(p.detach(), grown[name]), name
 
 
 def test_slots_are_checked_against_the_student_and_the_teacher() -> None:

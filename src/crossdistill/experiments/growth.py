@@ -20,7 +20,7 @@ from ..losses import robust_loss
 from ..mappings import mappings
 from ..methods import GrowthObjective, Supervised
 from ..models import check_outputs, count_parameters, models
-from ..models.growth import grow
+from ..models.growth import grow, placed
 from ..training import evaluate, fit, predict
 from .config import ConfigError, DataConfig, GrowthArmConfig, GrowthConfig
 from .driver import ExperimentKind, Rows, field, kinds, splits_tensors, target_size
@@ -266,9 +266,12 @@ class GrowthKind(ExperimentKind):
 
     def _objective(self, arm: GrowthArmConfig, student: nn.Module, slots) -> GrowthObjective:
         objective = arm.objective
+        # the anchor's u: the teacher as growth placed it (0 at the start of a function-
+        # preserving growth, net2net's divided weights included); scratch placed nothing
+        grown = arm.extension != "scratch"
         return GrowthObjective(
             student,
-            teacher_state=self.teacher.state_dict(),
+            teacher_state=placed(student, slots) if grown else self.teacher.state_dict(),
             slots=slots,
             weights=tuple(objective.lam),
             delta=objective.delta,

@@ -72,8 +72,12 @@ class GrowthObjective(Method):
 
     Args:
         student: the grown model, ``(B, ...) -> (B, R)`` logits or predictions.
-        teacher_state: the teacher's tensors u by name (e.g. its ``state_dict()``); only the
-            names in ``slots`` are read.
+        teacher_state: the anchor's tensors u by name; only the names in ``slots`` are read.
+            The teacher's ``state_dict()``, or `crossdistill.models.placed` of the student
+            taken right after `crossdistill.models.grow`: the teacher as growth wrote it, so
+            that the anchor is 0 at the start of any function-preserving growth (net2net
+            divides the weights reading a copied unit, which the raw teacher's would not
+            match).
         slots: where each teacher tensor sits in the student's tensor of the same name
             (`crossdistill.models.growth.Slots`). Names of student buffers (BatchNorm running
             statistics) are skipped: they are not weights and no gradient moves them.

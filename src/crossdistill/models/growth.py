@@ -28,6 +28,15 @@ def at_slot(tensor: Tensor, slot: Slot) -> Tensor:
     return tensor
 
 
+def placed(model: nn.Module, slots: Slots) -> dict[str, Tensor]:
+    """``model``'s tensors at ``slots`` (state-dict key → w[u], a detached copy of the teacher
+    tensor's shape). Taken right after `grow` with any extension but ``scratch``, this is the
+    image of the teacher that growth wrote: u itself, except the weights net2net divided among
+    a unit's copies (u / k) — the anchor a function-preserving growth starts exactly at."""
+    state = model.state_dict()
+    return {key: at_slot(state[key], slot).detach().clone() for key, slot in slots.items()}
+
+
 Extension = Literal["zero", "zero_out", "uniform", "scratch", "net2net"]
 EXTENSIONS: tuple[str, ...] = ("zero", "zero_out", "uniform", "scratch", "net2net")
 """The ways `grow` fills the student's entries that hold no teacher weight."""
