@@ -94,13 +94,14 @@ def _file_names(named: dict[str, Any]) -> dict[str, Any]:
     for name in named:
         if not name.strip():
             raise ValueError(f"a name must have a visible character, found {name!r}")
-        if len(file_name(name)) > NAME_BYTES:
+        encoded = file_name(name)
+        if len(encoded) > NAME_BYTES:
             raise FieldError(
                 name[:20] + "…",
                 f"a name may take {NAME_BYTES} bytes as a file name, this one takes "
-                f"{len(file_name(name))}; shorten it",
+                f"{len(encoded)}; shorten it",
             )
-        other = seen.setdefault(file_name(name).lower(), name)
+        other = seen.setdefault(encoded.lower(), name)
         if other != name:
             raise FieldError(
                 name,

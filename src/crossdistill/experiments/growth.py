@@ -112,7 +112,6 @@ class GrowthKind(ExperimentKind):
         with field("student.model"):
             student = self._student(0)
             check_outputs(student, self.d2.small.x[:1], self.classes, "the model")
-        with field("student.model"):
             try:
                 grow(self.teacher, student, "zero")
             except (ValueError, TypeError, RuntimeError) as error:
