@@ -8,7 +8,15 @@ from crossdistill.models.files import (
     load_state_dict_file,
     load_torchscript,
 )
-from crossdistill.models.growth import EXTENSIONS, Slot, Slots, at_slot, grow, placed
+from crossdistill.models.growth import (
+    EXTENSIONS,
+    Slot,
+    Slots,
+    active_new_units,
+    at_slot,
+    grow,
+    placed,
+)
 from crossdistill.models.lstm import RowLSTM, lstm
 from crossdistill.models.mlp import mlp
 from crossdistill.models.vgg import VGGFeatures, load_vgg_features, vgg16_features, vgg19_features
@@ -20,6 +28,7 @@ __all__ = [
     "Slot",
     "Slots",
     "VGGFeatures",
+    "active_new_units",
     "at_slot",
     "check_outputs",
     "cnn",

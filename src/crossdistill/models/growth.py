@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crossdistill.models.mlp import ACTIVATIONS
@@ -32,14 +33,20 @@ def placed(model: nn.Module, slots: Slots) -> dict[str, Tensor]:
     """``model``'s tensors at ``slots`` (state-dict key → w[u], a detached copy of the teacher
     tensor's shape). Taken right after `grow` with any extension but ``scratch``, this is the
     image of the teacher that growth wrote: u itself, except the weights net2net divided among
-    a unit's copies (u / k) — the anchor a function-preserving growth starts exactly at."""
+    a unit's k copies, which hold the teacher's weight times the original copy's share
+    (u / k under ``exact``, u · (1 + ε) / k by default) — the anchor a function-preserving
+    growth starts exactly at."""
     state = model.state_dict()
     return {key: at_slot(state[key], slot).detach().clone() for key, slot in slots.items()}
 
 
-Extension = Literal["zero", "zero_out", "uniform", "scratch", "net2net"]
-EXTENSIONS: tuple[str, ...] = ("zero", "zero_out", "uniform", "scratch", "net2net")
+Extension = Literal["zero", "zero_out", "uniform", "scratch", "net2net", "gradmax"]
+EXTENSIONS: tuple[str, ...] = ("zero", "zero_out", "uniform", "scratch", "net2net", "gradmax")
 """The ways `grow` fills the student's entries that hold no teacher weight."""
+
+SPLIT = 0.5
+"""Standard deviation of net2net's relative split noise ε (dimensionless): a weight w reading a
+unit with k copies gives copy i the share w · (1 + ε_i) / k, ε centred over the k copies."""
 
 _LAYERS = (nn.Linear, nn.Conv2d, nn.BatchNorm2d, nn.LSTM)
 """The layers `grow` widens, by exact type."""
@@ -63,6 +70,8 @@ def grow(
     theta: float = 0.1,
     noise: float = 0.0,
     seed: int = 0,
+    exact: bool = False,
+    batch: tuple[Tensor, Tensor] | None = None,
 ) -> Slots:
     """Write the teacher's weights into the bigger ``student`` in place (φ of SPEC §1.5) and
     return the slot of every teacher tensor (``state_dict`` key → `Slot`).
@@ -129,20 +138,51 @@ def grow(
     - ``"net2net"``: function-preserving widening (Chen et al., 2016): each new hidden unit
       (Linear row, Conv2d channel, LSTM unit in all four gates) duplicates a teacher unit
       drawn uniformly at random with ``seed``: its incoming weights and bias are the teacher
-      unit's, and the weights reading a unit with k copies in the student (the original and
-      its duplicates) are the teacher's divided by k, for the original as for the copies.
-      So under net2net a slot holds the teacher's weight except for the weights reading a
-      duplicated unit, which hold the teacher's / k. New input features, new positions of a
-      grown grid and new classes duplicate nothing: their weights are 0. ``noise`` > 0 adds
-      N(0, ``noise``²) draws to the incoming weights and biases of the duplicates (not to the
-      teacher's units, not to BatchNorm), breaking their symmetry at the price of exactness;
-      the default 0 keeps the function exactly, up to float rounding (divisions by k and
-      sums in another order: about 1e-7 relative in float32).
+      unit's, and each weight w reading a unit with k copies in the student (the original and
+      its duplicates) is divided among the k copies, shares that sum to w. By default the
+      shares are unequal: copy i gets w · (1 + ε_i) / k, ε_i drawn N(0, `SPLIT`²) with
+      ``seed`` independently for every entry of the reading tensor (each row of the next
+      layer splits its weight its own way) and centred over the k copies (Σ_i ε_i = 0).
+      The copies still compute the same activation, so the function is kept, but the
+      gradients of their incoming weights differ in direction, and training separates them
+      (with equal shares every optimizer keeps the copies identical forever). ``exact=True``
+      gives the equal shares w / k of the original method. So under net2net a slot holds the
+      teacher's weight except for the weights reading a duplicated unit, which hold the
+      original copy's share. New input features, new positions of a grown grid and new
+      classes duplicate nothing: their weights are 0. ``noise`` > 0 adds N(0, ``noise``²)
+      draws to the incoming weights and biases of the duplicates (not to the teacher's units,
+      not to BatchNorm), at the price of exactness; the default 0 keeps the function exactly,
+      up to float rounding (the shares and sums in another order: about 1e-7 relative in
+      float32).
+    - ``"gradmax"``: GradMax (Evci et al., 2022): ``zero_out``, except the incoming weights of
+      the new units of every Linear and Conv2d layer l that is not the model's output layer
+      and that a Linear or Conv2d layer l+1 reads (with only activations, BatchNorm2d,
+      pooling, Flatten and Dropout between them). Those are chosen to maximise the norm of
+      the gradient of the cross-entropy on ``batch`` with respect to the new units' (zero)
+      outgoing weights. That gradient is linear in a new unit's incoming weights w on the
+      old input features, G(w) = M w, once the path from its pre-activation to layer l+1 is
+      linearised: activations, BatchNorm2d and Dropout as the identity, MaxPool2d as the
+      AvgPool2d of its kernel, stride and padding. The k new units get the top k right
+      singular vectors of M, each signed to make the unit's mean pre-activation over the
+      batch ≥ 0 (so that a ReLU after it passes it), all scaled to one norm so that the block
+      of their incoming weights has the Frobenius norm of the student's own initialisation
+      of that block (the ``zero_out`` block: the same norm budget); their biases and their
+      weights on new input features are 0. Units beyond the number of singular values of M
+      (min of its rows and the old input features × kernel positions) keep the student's own
+      initialisation, as do the new units of an LSTM (its gates make the gradient nonlinear
+      in the incoming weights) and of a layer read by an LSTM. So on an ``lstm`` (whose
+      only Linear is the output layer) gradmax is ``zero_out``. Nothing reads a new unit, so
+      neither a layer's old input features nor the gradient at the next layer's output
+      depend on any new unit's incoming weights: one forward and backward pass of the
+      ``zero_out`` student over ``batch`` (in its current train or eval mode; its buffers,
+      such as BatchNorm's running statistics, are restored after, and no ``.grad`` is left)
+      serves every layer. Function-preserving as ``zero_out``.
 
     BatchNorm2d: a new channel starts as the identity (weight 1, bias 0, running mean 0,
-    running variance 1) under ``zero`` and ``uniform``; under ``net2net`` it copies all four of
-    the duplicated channel's (weight, bias, running mean and variance), so it normalises its
-    copy of the channel exactly as the teacher does. ``num_batches_tracked`` is the teacher's.
+    running variance 1) under ``zero``, ``zero_out``, ``gradmax`` and ``uniform``; under
+    ``net2net`` it copies all four of the duplicated channel's (weight, bias, running mean and
+    variance), so it normalises its copy of the channel exactly as the teacher does.
+    ``num_batches_tracked`` is the teacher's.
 
     More classes (c2 > c1): the old classes' rows of the output layer keep their weights and
     biases, the new rows follow the extension. Under ``zero`` and ``net2net`` (with no noise)
@@ -157,20 +197,28 @@ def grow(
     Args:
         teacher: the trained model; read only.
         student: the bigger model, written in place (except under ``"scratch"``).
-        extension: ``"zero"``, ``"zero_out"``, ``"uniform"``, ``"scratch"`` or ``"net2net"``.
+        extension: ``"zero"``, ``"zero_out"``, ``"uniform"``, ``"scratch"``, ``"net2net"`` or
+            ``"gradmax"``.
         theta: θ > 0 of ``"uniform"``, in weight units; unused otherwise.
         noise: σ ≥ 0 of ``"net2net"``'s noise, in weight units; must be 0 otherwise.
-        seed: seeds the uniform draws, net2net's choice of duplicated units and its noise.
+        seed: seeds the uniform draws, net2net's choice of duplicated units, its split and its
+            noise.
+        exact: net2net only: equal shares w / k (the original method, whose copies never
+            separate) instead of the default unequal ones.
+        batch: gradmax only, and required by it: inputs (N, *in_shape) of the student and their
+            int64 class labels (N,), on the student's device.
 
     Returns:
         For every teacher tensor (parameters and buffers), its `Slot` in the student's tensor of
         the same name.
 
     Raises:
-        ValueError: an unknown extension or bad θ / noise; architectures that differ (a module
-            missing or of another type, other kernel sizes, another number of LSTM layers); a
-            student smaller than the teacher anywhere; a module grow does not know. The message
-            names the module or tensor and what was found.
+        ValueError: an unknown extension, bad θ / noise, ``exact`` or ``batch`` given to an
+            extension that does not use it, no or a malformed ``batch`` for gradmax;
+            architectures that differ (a module missing or of another type, other kernel sizes,
+            another number of LSTM layers); a student smaller than the teacher anywhere; a
+            module grow does not know. The message names the argument, module or tensor and
+            what was found.
     """
     if extension not in EXTENSIONS:
         expected = ", ".join(EXTENSIONS)
@@ -181,27 +229,121 @@ def grow(
         raise ValueError(f"noise: expected a finite number >= 0, got {noise!r}")
     if noise and extension != "net2net":
         raise ValueError(f"noise: only net2net adds noise; got noise={noise} with {extension!r}")
+    if exact and extension != "net2net":
+        raise ValueError(
+            f"exact: only net2net splits weights; got exact={exact!r} with {extension!r}"
+        )
+    if batch is not None and extension != "gradmax":
+        raise ValueError(f"batch: only gradmax uses a batch; got a batch with {extension!r}")
+    data = _checked_batch(batch) if extension == "gradmax" else None
     generator = torch.Generator().manual_seed(seed)
     plan = _plan(teacher, student, duplicate=generator if extension == "net2net" else None)
     teacher_state, student_state = teacher.state_dict(), student.state_dict()
     slots = {key: tuple(axis.slot for axis in plan[key].axes) for key in teacher_state}
     if extension == "scratch":
         return slots
+    fill = "zero_out" if extension == "gradmax" else extension
     values = {
-        key: _value(teacher_state[key], value, plan[key], extension, theta, noise, generator)
+        key: _value(teacher_state[key], value, plan[key], fill, theta, noise, exact, generator)
         for key, value in student_state.items()
     }
     student.load_state_dict(values)
+    if data is not None:
+        student.load_state_dict({**values, **_gradmax(student, plan, data)})
     return slots
+
+
+def active_new_units(
+    teacher: nn.Module,
+    start: Mapping[str, Tensor],
+    student: nn.Module,
+    *,
+    tolerance: float = 1e-6,
+) -> float | None:
+    """The fraction of the student's new units that training moved: how many of the units that
+    growth added took part, in [0, 1]; None when the student has no new units.
+
+    The new units are the hidden units beyond the teacher's (Linear out_features, Conv2d
+    out_channels, LSTM hidden units, each in all four gate blocks) of every layer but the
+    model's output layer (new classes are not units). A new unit is active when its incoming
+    weights moved or its outgoing weights moved, each judged alone: ‖after − before‖ >
+    ``tolerance`` · max(‖before‖, ‖after‖) over all its entries (Frobenius norms; entries 0
+    before and after have not moved). Incoming: its rows in the layer's weight and bias (an
+    LSTM unit's four gate rows in ``weight_ih``, ``weight_hh`` and both biases) and its
+    BatchNorm2d channel's weight and bias. Outgoing: the entries of the next layer's weight
+    that read it (a convolution's channel read through ``Flatten``: the Linear's columns of
+    all its positions; an LSTM unit: also its ``weight_hh`` columns). Buffers (BatchNorm's
+    running statistics) do not count.
+
+    Args:
+        teacher: the model the student was grown from, to tell its units from the new ones.
+        start: the student's ``state_dict`` right after `grow` (copies, e.g.
+            ``{k: v.clone() for k, v in student.state_dict().items()}``).
+        student: the grown model now, e.g. after training.
+        tolerance: relative change (dimensionless) above which weights have moved.
+
+    Raises:
+        ValueError: the pair as `grow` refuses it; ``start`` missing one of the student's
+            parameters or holding it in another shape.
+    """
+    plan = _plan(teacher, student, None)
+    parameters = dict(student.named_parameters())
+    for key, value in parameters.items():
+        if key not in start or tuple(start[key].shape) != tuple(value.shape):
+            found = tuple(start[key].shape) if key in start else "nothing"
+            raise ValueError(
+                f"start: expected the student's state dict right after grow, with {key!r} of "
+                f"shape {tuple(value.shape)}; found {found}"
+            )
+    units = [axis for axis in _hidden_units(plan) if len(axis.source) > len(axis.slot)]
+    if not units:
+        return None
+    squares = {id(axis): torch.zeros(2, 3, len(axis.source), dtype=torch.float64) for axis in units}
+    for key, parameter in parameters.items():
+        spec = plan[key]
+        before, after = start[key].detach().cpu().double(), parameter.detach().cpu().double()
+        for side, dim in enumerate((0, spec.reads)):  # incoming, outgoing
+            if dim is None:
+                continue
+            base, unit = spec.axes[dim].units()
+            if id(base) in squares:
+                for i, tensor in enumerate((after - before, before, after)):
+                    per_feature = tensor.pow(2).movedim(dim, 0).reshape(len(unit), -1).sum(1)
+                    squares[id(base)][side, i].index_add_(0, unit, per_feature)
+    # (incoming/outgoing, change/before/after, new units)
+    norms = torch.cat([squares[id(axis)][:, :, _new(axis)] for axis in units], dim=2).sqrt()
+    moved = norms[:, 0] > tolerance * torch.maximum(norms[:, 1], norms[:, 2])
+    return float(moved.any(0).double().mean())
+
+
+def _hidden_units(plan: dict[str, _Tensor]) -> list[_Axis]:
+    """The axes of units of every layer but the output layer, in order: the axes of the rows
+    of ``plan``'s tensors (a layer's units), but the last (the model's outputs)."""
+    rows: list[_Axis] = []
+    for spec in plan.values():
+        if spec.axes and all(spec.axes[0].units()[0] is not axis for axis in rows):
+            rows.append(spec.axes[0].units()[0])
+    return rows[:-1]
 
 
 @dataclass(frozen=True)
 class _Axis:
     """One dimension of features: teacher feature i is student feature ``slot[i]``; student
-    feature j copies teacher feature ``source[j]`` under net2net, -1 when it copies none."""
+    feature j copies teacher feature ``source[j]`` under net2net, -1 when it copies none.
+
+    An axis derived from a layer's units (an LSTM's gate rows, a convolution's flattened
+    channels) names them: student feature j belongs to unit ``unit[j]`` of axis ``base``."""
 
     slot: Tensor
     source: Tensor
+    base: _Axis | None = None
+    unit: Tensor | None = None
+
+    def units(self) -> tuple[_Axis, Tensor]:
+        """The axis of units this axis's features belong to, and (n_s,) each one's unit."""
+        if self.base is None or self.unit is None:
+            return self, torch.arange(len(self.source))
+        return self.base, self.unit
 
     def counts(self) -> Tensor:
         """(n_t,) the number of student features copying each teacher feature."""
@@ -242,7 +384,7 @@ def _gates(units: _Axis) -> _Axis:
     slot = torch.cat([b * n_s + units.slot for b in range(4)])
     new = units.source < 0
     source = torch.cat([torch.where(new, -1, b * n_t + units.source) for b in range(4)])
-    return _Axis(slot, source)
+    return _Axis(slot, source, units, torch.arange(n_s).repeat(4))
 
 
 def _flattened(channels: _Axis, grid_t: tuple[int, int], grid_s: tuple[int, int]) -> _Axis:
@@ -253,7 +395,9 @@ def _flattened(channels: _Axis, grid_t: tuple[int, int], grid_s: tuple[int, int]
     source = channels.source[:, None, None]
     h, w = torch.arange(hs)[:, None], torch.arange(ws)[None, :]
     inside = (source >= 0) & (h < ht) & (w < wt)
-    return _Axis(slot, torch.where(inside, source * (ht * wt) + h * wt + w, -1).reshape(-1))
+    source = torch.where(inside, source * (ht * wt) + h * wt + w, -1).reshape(-1)
+    unit = torch.arange(len(channels.source)).repeat_interleave(hs * ws)
+    return _Axis(slot, source, channels, unit)
 
 
 def _same(n: int) -> _Axis:
@@ -460,6 +604,7 @@ def _value(
     extension: str,
     theta: float,
     noise: float,
+    exact: bool,
     generator: torch.Generator,
 ) -> Tensor:
     """The student's new tensor ``s`` grown from the teacher's ``t``."""
@@ -476,8 +621,7 @@ def _value(
             value = value.index_select(dim, index)
             valid = valid & (source >= 0).view(shape)
             if dim == spec.reads:
-                copies = axis.counts().to(s.device)[index].clamp(min=1)
-                value = value / copies.to(value.dtype).view(shape)
+                value = _shares(value, dim, axis, None if exact else generator)
         value = torch.where(valid, value, 0.0 if spec.fill is None else spec.fill)
         if noise and spec.fill is None:
             rows = spec.axes[0].duplicates().to(s.device)
@@ -499,6 +643,185 @@ def _value(
     index = torch.meshgrid(*(axis.slot.to(s.device) for axis in spec.axes), indexing="ij")
     value[index] = t
     return value
+
+
+def _checked_batch(batch: object) -> tuple[Tensor, Tensor]:
+    """``batch`` as gradmax reads it: inputs (N, ...) and int64 labels (N,); a ValueError
+    naming ``batch`` if it is not a pair of tensors of that kind."""
+    if batch is None:
+        raise ValueError("batch: gradmax needs a batch (inputs, class labels); got None")
+    if not (
+        isinstance(batch, tuple | list)
+        and len(batch) == 2
+        and all(isinstance(part, Tensor) for part in batch)
+    ):
+        raise ValueError(f"batch: expected a pair of tensors (inputs, labels); got {batch!r}")
+    x, y = batch
+    if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() or y.is_complex():
+        raise ValueError(
+            f"batch: expected integer labels of shape ({len(x)},) for {len(x)} inputs; got "
+            f"{y.dtype} labels of shape {tuple(y.shape)}"
+        )
+    return x, y.long()
+
+
+_Target = tuple[str, nn.Module, list[nn.Module], nn.Module]
+"""A layer gradmax sets: (name, layer l, the modules between it and l+1, layer l+1)."""
+
+
+def _gradmax(
+    student: nn.Module, plan: dict[str, _Tensor], batch: tuple[Tensor, Tensor]
+) -> dict[str, Tensor]:
+    """GradMax's weights and biases (state-dict key → tensor) for the Linear and Conv2d layers
+    of the ``zero_out``-grown ``student`` that it sets (see `grow`)."""
+    targets = _gradmax_targets(student, plan)
+    if not targets:
+        return {}
+    values = {}
+    for (name, layer, between, reader), (x, g) in zip(
+        targets, _gradmax_pass(student, targets, batch), strict=True
+    ):
+        key = f"{name}." if name else ""
+        rows, inputs = plan[f"{key}weight"].axes[:2]
+        weight = layer.weight.detach().clone()
+        new = _new(rows).to(weight.device)[:, None]
+        old = inputs.slot.to(weight.device)
+        z = _pseudo_units(layer, x[:, old])
+        mean = z.transpose(0, 1).flatten(1).mean(1)  # (B,) each pseudo-unit's mean
+        for module in between:
+            z = _linearised(module, z)
+        directions = _directions(_outgoing_gradient(reader, z, g), mean, weight[new, old])
+        units = new[: len(directions)]
+        weight[units, old] = directions.view(len(units), len(old), *weight.shape[2:])
+        values[f"{key}weight"] = weight
+        if layer.bias is not None:
+            values[f"{key}bias"] = layer.bias.detach().index_fill(0, units[:, 0], 0.0)
+    return values
+
+
+def _new(axis: _Axis) -> Tensor:
+    """(n_s − n_t,) the student features of ``axis`` outside the teacher's slot, in order."""
+    new = torch.ones(len(axis.source), dtype=torch.bool)
+    new[axis.slot] = False
+    return new.nonzero()[:, 0]
+
+
+def _gradmax_targets(student: nn.Module, plan: dict[str, _Tensor]) -> list[_Target]:
+    """The Linear and Conv2d layers with new units that a Linear or Conv2d reads, each with the
+    modules up to that reader (read as a chain of leaf modules in ``named_modules`` order)."""
+    leaves = [(n, m) for n, m in student.named_modules() if next(m.children(), None) is None]
+    targets = []
+    for i, (name, layer) in enumerate(leaves):
+        key = f"{name}.weight" if name else "weight"
+        if type(layer) not in (nn.Linear, nn.Conv2d) or not len(_new(plan[key].axes[0])):
+            continue
+        between: list[nn.Module] = []
+        for _, module in leaves[i + 1 :]:
+            if type(module) in (nn.Linear, nn.Conv2d):
+                targets.append((name, layer, between, module))
+            if type(module) in (nn.Linear, nn.Conv2d, nn.LSTM):
+                break
+            between.append(module)
+    return targets
+
+
+def _gradmax_pass(
+    student: nn.Module, targets: list[_Target], batch: tuple[Tensor, Tensor]
+) -> list[tuple[Tensor, Tensor]]:
+    """For each target: its layer's input x_l and the gradient g of the mean cross-entropy on
+    ``batch`` at its reader's output (pre-activation), both detached, from one forward and
+    backward pass of ``student`` in its current mode; its state dict is restored after."""
+    x, y = batch
+    state = {key: value.clone() for key, value in student.state_dict().items()}
+    seen: dict[nn.Module, tuple[Tensor, Tensor]] = {}
+
+    def keep(module: nn.Module, args: tuple, output: Tensor) -> None:
+        seen[module] = (args[0], output)
+
+    modules = {module for _, layer, _, reader in targets for module in (layer, reader)}
+    hooks = [module.register_forward_hook(keep) for module in modules]
+    try:
+        with torch.enable_grad():
+            loss = F.cross_entropy(student(x), y)
+            readers = list({reader: None for *_, reader in targets})
+            grads = torch.autograd.grad(loss, [seen[reader][1] for reader in readers])
+    finally:
+        for hook in hooks:
+            hook.remove()
+        student.load_state_dict(state)
+    grad = dict(zip(readers, grads, strict=True))
+    return [(seen[layer][0].detach(), grad[reader]) for _, layer, _, reader in targets]
+
+
+def _pseudo_units(layer: nn.Module, x: Tensor) -> Tensor:
+    """(N, B, ...) the pre-activations of B pseudo-units of ``layer`` (Linear or Conv2d) on
+    its old inputs ``x`` (N, in_old, ...): unit b has the b-th standard basis vector as its
+    incoming weights (B = in_old, or in_old · kh · kw for a convolution) and no bias."""
+    if isinstance(layer, nn.Linear):
+        return x
+    kernel = tuple(layer.kernel_size)
+    n = x.shape[1] * math.prod(kernel)
+    basis = torch.eye(n, dtype=x.dtype, device=x.device).view(n, x.shape[1], *kernel)
+    return F.conv2d(x, basis, None, layer.stride, layer.padding, layer.dilation)
+
+
+def _linearised(module: nn.Module, z: Tensor) -> Tensor:
+    """``z`` (N, B, ...) of B pseudo-units through ``module``'s linear stand-in, unit by unit:
+    MaxPool2d as the AvgPool2d of its kernel, stride and padding, AvgPool2d as it is,
+    Flatten per unit, every other module (activations, BatchNorm2d, Dropout) the identity."""
+    if isinstance(module, nn.MaxPool2d):
+        return F.avg_pool2d(z, module.kernel_size, module.stride, module.padding, module.ceil_mode)
+    if isinstance(module, nn.AvgPool2d):
+        return module(z)
+    if isinstance(module, nn.Flatten):
+        return z.flatten(2)
+    return z
+
+
+def _outgoing_gradient(reader: nn.Module, z: Tensor, g: Tensor) -> Tensor:
+    """M (rows, B) such that M w is the gradient of the loss with respect to ``reader``'s
+    weights reading a new unit with incoming weights w (B,): ``z`` (N, B, ...) are the
+    pseudo-units as ``reader`` reads them, ``g`` (N, out, ...) the gradient at its output.
+    Rows: (output, position) for a Linear, (output, kernel row, kernel column) for a Conv2d."""
+    n_basis = z.shape[1]
+    if isinstance(reader, nn.Linear):
+        return torch.einsum("no,nbp->opb", g, z.reshape(len(z), n_basis, -1)).reshape(-1, n_basis)
+    size = (reader.out_channels, n_basis, *reader.kernel_size)
+    dw = torch.nn.grad.conv2d_weight(z, size, g, reader.stride, reader.padding, reader.dilation)
+    return dw.permute(0, 2, 3, 1).reshape(-1, n_basis)
+
+
+def _directions(m: Tensor, mean: Tensor, block: Tensor) -> Tensor:
+    """(r, B) GradMax's incoming weights for r = min(k, number of singular values of ``m``)
+    new units: the top right singular vectors of ``m`` (rows, B), each signed so that
+    ``mean`` (B,) · v ≥ 0, scaled to the Frobenius norm of the first r of the k units'
+    own initial weights ``block`` (k, B, ...)."""
+    _, _, vh = torch.linalg.svd(m, full_matrices=False)
+    v = vh[: len(block)]
+    sign = torch.where(v @ mean < 0, -1.0, 1.0).to(v)
+    return v * sign[:, None] * (block[: len(v)].norm() / math.sqrt(len(v)))
+
+
+def _shares(value: Tensor, dim: int, axis: _Axis, split: torch.Generator | None) -> Tensor:
+    """Net2net's ``value`` (each student feature of ``dim``, which reads ``axis``, holding its
+    teacher feature's weight w) with w divided among the k copies of each teacher feature:
+    w / k each without a ``split`` generator, else w · (1 + ε) / k with ε drawn N(0, `SPLIT`²)
+    for every entry reading a feature with k > 1 copies and centred over its k copies."""
+    shape = [1] * value.dim()
+    shape[dim] = -1
+    source = axis.source.to(value.device)
+    index = source.clamp(min=0)
+    counts = axis.counts().to(value.device)
+    value = value / counts[index].clamp(min=1).to(value.dtype).view(shape)
+    if split is None:
+        return value
+    shared = ((source >= 0) & (counts[index] > 1)).view(shape)
+    eps = SPLIT * torch.randn(value.shape, generator=split).to(value) * shared
+    sizes = list(value.shape)
+    sizes[dim] = len(counts)
+    sums = eps.new_zeros(sizes).index_add(dim, index, eps)  # over each teacher feature's copies
+    mean = sums / counts.clamp(min=1).to(value.dtype).view(shape)
+    return value * (1 + (eps - mean.index_select(dim, index)) * shared)
 
 
 def _is_number(x: object) -> bool:
