@@ -7,6 +7,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean
+from typing import Literal
 
 import matplotlib.pyplot as plt
 import torch
@@ -19,7 +20,7 @@ from ..files import file_name
 from ..losses import robust_loss
 from ..mappings import mappings
 from ..methods import GrowthObjective, Supervised
-from ..models import check_outputs, count_parameters, models
+from ..models import Slots, active_new_units, check_outputs, count_parameters, models
 from ..models.growth import grow, placed
 from ..training import evaluate, fit, predict
 from .config import ConfigError, DataConfig, GrowthArmConfig, GrowthConfig
@@ -32,18 +33,33 @@ TASK = "classification"
 ROBUST_ROWS = 1024
 """Test rows per slice of the robust loss (each slice is ``robust_samples`` times as many)."""
 
+GRADMAX_ROWS = 256
+"""Rows of D2's Small (a seeded random choice, all of Small when it has fewer) on whose loss
+the ``gradmax`` extension grows."""
+
+TARGET = 0.99
+"""The fraction of the best arm's final mean Test accuracy that ``epochs_to_best`` and
+``seconds_to_best`` race to."""
+
 
 @kinds.register("growth")
 class GrowthKind(ExperimentKind):
     """A `GrowthConfig`: the teacher trained (or loaded) once on D1's Big, then per arm and seed
-    a student grown from it, optionally minimised by the growth objective on D1*, and trained on
-    D2's Small.
+    the arm's model (the student's architecture, or the teacher's) grown from it, optionally
+    minimised by the growth objective on D1*, and trained on D2's Small.
 
     The directory holds ``config.yaml``, ``inputs.json``, ``teacher.csv`` (the teacher's
     per-epoch metrics on D1's Test), ``metrics.csv`` (per arm, seed and epoch: training losses,
     D2 Test accuracy and cross-entropy, ``epoch_seconds`` of training), ``results.csv``
-    (``arm, seed, metric, value``), ``table.csv`` / ``table.md``, ``figures/`` (accuracy and
-    cross-entropy against epoch; accuracy against corruption), ``units/`` and ``checkpoints/``.
+    (``arm, seed, metric, value``: per seed the last epoch's ``accuracy`` and
+    ``cross_entropy``, ``accuracy_epoch1``, ``accuracy_epoch5`` (when the student trains at
+    least 5 epochs), ``accuracy_auc`` (the mean Test accuracy over epochs 1..E),
+    ``robust_loss``, ``active_new_units`` (when the arm's model has new units),
+    ``objective_seconds`` and the corruption metrics; per arm ``prediction_variance``,
+    ``parameters`` and ``teacher_parameters``), ``table.csv`` / ``table.md`` (the results'
+    mean ± std, and per arm ``epochs_to_best``, ``seconds_to_best`` and ``reached_best``:
+    see `_time_to`), ``figures/`` (accuracy and cross-entropy against epoch; accuracy against
+    corruption), ``units/`` and ``checkpoints/``.
     """
 
     outputs = ("metrics", "results")
@@ -110,7 +126,7 @@ class GrowthKind(ExperimentKind):
                 )
             self.record("teacher", self.teacher)
         with field("student.model"):
-            student = self._student(0)
+            student = self._model("student", 0)
             check_outputs(student, self.d2.small.x[:1], self.classes, "the model")
             try:
                 grow(self.teacher, student, "zero")
@@ -119,15 +135,7 @@ class GrowthKind(ExperimentKind):
         seed = config.seeds[0]
         for name, arm in config.arms.items():
             with field(f"arms.{name}"):  # as `run_unit` grows it: the arm's own settings
-                student = self._student(seed)
-                slots = grow(
-                    self.teacher,
-                    student,
-                    arm.extension,
-                    theta=arm.theta,
-                    noise=arm.noise,
-                    seed=seed,
-                )
+                student, slots = self._grown(arm, seed)
             if arm.objective is not None:
                 with field(f"arms.{name}.objective"):
                     self._objective(arm, student, slots)
@@ -156,15 +164,13 @@ class GrowthKind(ExperimentKind):
         return list(self.config.arms)
 
     def run_unit(self, unit: str) -> Rows:
-        """Arm ``unit``: every seed's student grown, optionally minimised by the objective on
-        D1*, trained on D2's Small and scored on D2's Test."""
+        """Arm ``unit``: every seed's model grown, optionally minimised by the objective on D1*,
+        trained on D2's Small and scored on D2's Test."""
         arm, test, stem = self.config.arms[unit], self.d2.test, file_name(unit)
         metrics, results, probabilities = [], [], []
         for seed in self.config.seeds:
-            student = self._student(seed)
-            slots = grow(
-                self.teacher, student, arm.extension, theta=arm.theta, noise=arm.noise, seed=seed
-            )
+            student, slots = self._grown(arm, seed)
+            start_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
             objective_seconds = None
             if arm.objective is not None:
                 start = time.perf_counter()
@@ -197,7 +203,11 @@ class GrowthKind(ExperimentKind):
                 "accuracy": history[-1]["accuracy"],
                 "cross_entropy": history[-1]["cross_entropy"],
                 "robust_loss": self._robust(student, test, seed),
+                **_curve(history),
             }
+            active = active_new_units(self.teacher, start_state, student)
+            if active is not None:  # None: the arm's model has the teacher's width
+                final["active_new_units"] = active
             if objective_seconds is not None:  # minimising φ on D1*, before training on D2
                 final["objective_seconds"] = objective_seconds
             for fraction in self.config.corruption:
@@ -215,7 +225,7 @@ class GrowthKind(ExperimentKind):
             "prediction_variance": torch.stack(probabilities).var(0, unbiased=False).mean().item()
             if len(probabilities) > 1
             else 0.0,
-            "parameters": count_parameters(self._student(0)),
+            "parameters": count_parameters(self._model(arm.model, 0)),
             "teacher_parameters": count_parameters(self.teacher),
         }
         results += [
@@ -227,9 +237,9 @@ class GrowthKind(ExperimentKind):
         values: dict[tuple[str, str], list[float]] = defaultdict(list)
         for row in rows["results"]:
             values[row["arm"], row["metric"]].append(float(row["value"]))
-        for (arm, metric), found in _time_to_baseline(
-            rows["metrics"], self.config.baseline
-        ).items():
+        runs = _runs(rows["metrics"])
+        best, best_accuracy = _best_arm(runs)
+        for (arm, metric), found in _time_to(runs, TARGET * best_accuracy).items():
             values[arm, metric] = found
         table = summarize(values)
         for metric in ("accuracy", "cross_entropy"):
@@ -248,10 +258,16 @@ class GrowthKind(ExperimentKind):
             f"**{self.config.name}**: teacher on D1 = {d1.name} (Big, {len(self.teacher_big):,} "
             f"rows), student on D2 = {d2.name} (Small, {len(self.d2.small):,} rows); last-epoch "
             f"metrics on D2's Test ({len(self.d2.test):,} rows), mean ± std over "
-            f"{len(self.config.seeds)} seeds; `epochs_to_{self.config.baseline}` / "
-            f"`seconds_to_{self.config.baseline}`: training epochs and seconds to reach the "
-            f"`{self.config.baseline}` arm's final mean accuracy (over the seeds that reached it, "
-            f"`reached_{self.config.baseline}` the fraction that did)."
+            f"{len(self.config.seeds)} seeds; `accuracy_epoch1` / `accuracy_epoch5`: Test "
+            "accuracy after epochs 1 and 5; `accuracy_auc`: the area under the accuracy-epoch "
+            "curve divided by the epochs E (the mean Test accuracy over epochs 1..E); "
+            "`active_new_units`: the fraction of the new hidden units whose incoming or outgoing "
+            "weights moved between growth and the end of training (absent for the arms of the "
+            "teacher's width); `epochs_to_best` / `seconds_to_best`: training epochs and seconds "
+            f"to first reach {100 * TARGET:g} % of the best arm's final mean accuracy — best arm "
+            f"`{best}` ({best_accuracy:.4f}): {100 * TARGET:g} % is "
+            f"{TARGET * best_accuracy:.4f} — over the seeds that reached it (`reached_best`: "
+            "the fraction that did)."
         )
         return table, markdown_table(table, caption)
 
@@ -260,8 +276,36 @@ class GrowthKind(ExperimentKind):
         model = models.build(spec, in_shape=tuple(example.shape[1:]), num_outputs=num_outputs)
         return model.to(self.config.device)
 
-    def _student(self, seed: int) -> nn.Module:
-        return self._build(self.config.student.model, self.d2.small.x[:1], self.classes, seed)
+    def _model(self, which: Literal["student", "teacher"], seed: int) -> nn.Module:
+        """A fresh network of the student's or the teacher's spec at the student's input shape
+        and number of classes, initialised with ``seed``."""
+        spec = self.config.teacher.model if which == "teacher" else self.config.student.model
+        return self._build(spec, self.d2.small.x[:1], self.classes, seed)
+
+    def _grown(self, arm: GrowthArmConfig, seed: int) -> tuple[nn.Module, Slots]:
+        """The arm's model for ``seed`` with the teacher grown into it by the arm's extension,
+        and the teacher tensors' slots in it."""
+        model = self._model(arm.model, seed)
+        batch = self._gradmax_batch(seed) if arm.extension == "gradmax" else None
+        slots = grow(
+            self.teacher,
+            model,
+            arm.extension,
+            theta=arm.theta,
+            noise=arm.noise,
+            exact=arm.exact,
+            seed=seed,
+            batch=batch,
+        )
+        return model, slots
+
+    def _gradmax_batch(self, seed: int) -> tuple[Tensor, Tensor]:
+        """`GRADMAX_ROWS` rows of D2's Small drawn with ``seed``: inputs ``(N, ...)`` and int
+        labels ``(N,)`` on the config's device."""
+        small = self.d2.small
+        rows = random_indices(len(small), min(GRADMAX_ROWS, len(small)), seed)[0]
+        part = small.subset(rows)
+        return part.x.to(self.config.device), part.y.to(self.config.device)
 
     def _objective(self, arm: GrowthArmConfig, student: nn.Module, slots) -> GrowthObjective:
         objective = arm.objective
@@ -350,15 +394,44 @@ def _timed(validate):
     return timed
 
 
-def _time_to_baseline(metrics: list[dict], baseline: str) -> dict[tuple[str, str], list[float]]:
-    """Per arm, the epochs and training seconds each seed takes to reach the baseline arm's
-    final mean Test accuracy (seeds that never reach it are left out), and the fraction that
-    reach it."""
+def _curve(history: list[dict]) -> dict[str, float]:
+    """Of one run's per-epoch rows (``accuracy`` on D2's Test after each of epochs 1..E): the
+    accuracy after epoch 1, after epoch 5 (when E ≥ 5), and ``accuracy_auc``, the area under
+    the accuracy-epoch curve divided by E (the mean accuracy over the E epochs)."""
+    accuracies = [float(row["accuracy"]) for row in history]
+    curve = {"accuracy_epoch1": accuracies[0]}
+    if len(accuracies) >= 5:
+        curve["accuracy_epoch5"] = accuracies[4]
+    curve["accuracy_auc"] = mean(accuracies)
+    return curve
+
+
+def _runs(metrics: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """The rows of ``metrics.csv`` by (arm, seed), in epoch order."""
     runs: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in metrics:
         runs[row["arm"], str(row["seed"])].append(row)
-    finals = [rows[-1] for (arm, _), rows in runs.items() if arm == baseline]
-    target = mean(float(r["accuracy"]) for r in finals)
+    return runs
+
+
+def _best_arm(runs: dict[tuple[str, str], list[dict]]) -> tuple[str, float]:
+    """The arm of the highest mean last-epoch Test accuracy over its seeds (the first in config
+    order on a tie), and that mean (a fraction in [0, 1])."""
+    finals: dict[str, list[float]] = defaultdict(list)
+    for (arm, _), rows in runs.items():
+        finals[arm].append(float(rows[-1]["accuracy"]))
+    means = {arm: mean(found) for arm, found in finals.items()}
+    best = max(means, key=means.__getitem__)
+    return best, means[best]
+
+
+def _time_to(
+    runs: dict[tuple[str, str], list[dict]], target: float
+) -> dict[tuple[str, str], list[float]]:
+    """Per arm, the epochs (``epochs_to_best``) and training seconds (``seconds_to_best``, the
+    sum of ``epoch_seconds``) each seed takes to first reach Test accuracy ``target`` (seeds
+    that never reach it are left out), and the fraction of seeds that reach it
+    (``reached_best``)."""
     found: dict[tuple[str, str], list[float]] = defaultdict(list)
     for (arm, _), rows in runs.items():
         seconds, reached = 0.0, None
@@ -367,10 +440,10 @@ def _time_to_baseline(metrics: list[dict], baseline: str) -> dict[tuple[str, str
             if float(row["accuracy"]) >= target:
                 reached = (float(row["epoch"]), seconds)
                 break
-        found[arm, f"reached_{baseline}"].append(float(reached is not None))
+        found[arm, "reached_best"].append(float(reached is not None))
         if reached is not None:
-            found[arm, f"epochs_to_{baseline}"].append(reached[0])
-            found[arm, f"seconds_to_{baseline}"].append(reached[1])
+            found[arm, "epochs_to_best"].append(reached[0])
+            found[arm, "seconds_to_best"].append(reached[1])
     return found
 
 
