@@ -1,5 +1,5 @@
-"""The ``crossdistill`` command: ``run CONFIG [key=value ...] [--out DIR]``, ``report RUN_DIR ...``
-and ``list``."""
+"""The ``crossdistill`` command (also ``python -m crossdistill``): ``run CONFIG [key=value ...]
+[--out DIR]``, ``report RUN_DIR ...``, ``list`` and ``--version``."""
 
 from __future__ import annotations
 
@@ -15,19 +15,42 @@ from pathlib import Path
 
 import torch
 
-from . import training
+from . import __version__, training
 from .errors import CrossdistillError
 from .experiments import builtin_configs, load_config, run_experiment
 from .experiments.overview import write_report
 from .files import main_process, write_if_changed
 from .training import distributed
 
+# The status of a command that stopped because its reader closed stdout: 128 + SIGPIPE, what a
+# shell reports for a program killed by SIGPIPE (``signal.SIGPIPE`` does not exist on Windows).
+CLOSED_PIPE_STATUS = 141
+
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``crossdistill`` command; returns the process exit status."""
+    """Entry point of the ``crossdistill`` command; returns the process exit status.
+
+    A reader that closes the pipe early (``crossdistill list | head -1``) ends the command
+    quietly, with status `CLOSED_PIPE_STATUS`, instead of a ``BrokenPipeError`` traceback.
+    """
+    try:
+        try:
+            return _main(argv)
+        finally:  # also on argparse's exit after --help or --version
+            sys.stdout.flush()  # a closed pipe raises here, not as a warning at interpreter exit
+    except BrokenPipeError:
+        # Python ignores SIGPIPE and raises instead; point stdout at devnull so that the final
+        # flush at exit cannot raise again (the recipe of the ``signal`` module's documentation).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return CLOSED_PIPE_STATUS
+
+
+def _main(argv: list[str] | None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return its exit status."""
     parser = argparse.ArgumentParser(
         prog="crossdistill", description="Knowledge transfer between models and data domains."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run an experiment config")
     run.add_argument("config", help="a YAML file or the name of a built-in experiment")
