@@ -13,14 +13,11 @@ import sys
 import traceback
 from pathlib import Path
 
-import torch
-
-from . import __version__, training
+from . import __version__
 from .errors import CrossdistillError
-from .experiments import builtin_configs, load_config, run_experiment
-from .experiments.overview import write_report
-from .files import main_process, write_if_changed
-from .training import distributed
+
+# Nothing above imports torch or scikit-learn: `run` and `report` import the library when they
+# start, so that --help, --version and `list` answer at once.
 
 # The status of a command that stopped because its reader closed stdout: 128 + SIGPIPE, what a
 # shell reports for a program killed by SIGPIPE (``signal.SIGPIPE`` does not exist on Windows).
@@ -98,11 +95,14 @@ def _main(argv: list[str] | None) -> int:
         args.overrides.append(f"device={args.device}")
 
     if args.command == "list":
+        from .builtin import builtin_configs, summary
+
         for name, path in sorted(builtin_configs().items()):
-            description = load_config(path).description.strip().splitlines()[0:1]
-            print(f"{name:26s} {description[0] if description else ''}")
+            print(f"{name:26s} {summary(path)}")
         return 0
     if args.command == "report":
+        from .experiments.overview import write_report
+
         try:
             page, twin = write_report(args.runs, args.out, args.claims)
         except CrossdistillError as error:
@@ -110,6 +110,18 @@ def _main(argv: list[str] | None) -> int:
             return 2
         print(f"wrote {page} and {twin}")
         return 0
+    return _run(args, sys.argv[1:] if argv is None else argv)
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    """The command ``crossdistill run`` (``argv``, its words, go to the run's ``command.txt``)."""
+    import torch
+
+    from . import training
+    from .experiments import load_config, run_experiment
+    from .files import main_process, write_if_changed
+    from .training import distributed
+
     out = fabric = None
     try:
         for module in args.imports:
@@ -149,7 +161,7 @@ def _main(argv: list[str] | None) -> int:
             file=sys.stderr,
         )
         return 1
-    write_if_changed(out / "command.txt", _command(sys.argv[1:] if argv is None else argv) + "\n")
+    write_if_changed(out / "command.txt", _command(argv) + "\n")
     print((out / "table.md").read_text())
     files = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
     print(f"outputs in {out}/ ({', '.join(files)})")

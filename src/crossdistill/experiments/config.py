@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..builtin import builtin_configs
 from ..data import ArrayData, DomainSplits, datasets, privileged_datasets
 from ..data.arrays import random_indices
 from ..errors import CrossdistillError, number_hint
@@ -696,12 +696,6 @@ def _check_sweeps(lam: Sweep, temperature: Sweep) -> None:
 
 def _as_list(value: Sweep) -> list[float]:
     return value if isinstance(value, list) else [value]
-
-
-def builtin_configs() -> dict[str, Path]:
-    """The experiments shipped with the package: name → YAML path."""
-    folder = resources.files("crossdistill.configs")
-    return {Path(f.name).stem: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".yaml")}
 
 
 def load_config(source: str | Path, overrides: list[str] = ()) -> AnyConfig:
