@@ -30,7 +30,9 @@ arms:
   scratch: {extension: scratch}
   zero: {extension: zero}
   uniform: {extension: uniform, theta: 0.05}
-  net2net: {extension: net2net, noise: 0.01}
+  net2net: {extension: net2net, noise: 0.01, exact: true}
+  gradmax: {extension: gradmax}
+  teacher_finetune: {model: teacher, extension: zero}
   objective:
     extension: zero
     objective: {lam: [0.4, 0.3, 0.2, 0.1], delta: 0.1, rows: 64, train: {epochs: 1}}

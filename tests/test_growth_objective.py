@@ -188,7 +188,7 @@ def test_the_anchor_is_the_squared_distance_at_the_slots() -> None:
     assert method.forward_train(batch)[1]["anchor"].item() == 0.0
 
 
-@pytest.mark.parametrize("extension", ["zero", "zero_out", "net2net"])
+@pytest.mark.parametrize("extension", ["zero", "zero_out", "gradmax", "net2net", "net2net_exact"])
 @pytest.mark.parametrize(
     ("teacher_spec", "student_spec", "in_shape"),
     [
@@ -208,14 +208,19 @@ def test_the_anchor_to_the_placed_teacher_is_zero_after_growth_and_keeps_the_fun
     torch.manual_seed(0)
     teacher = models.build(teacher_spec, in_shape=in_shape, num_outputs=3).eval()
     student = models.build(student_spec, in_shape=in_shape, num_outputs=3)
-    slots = grow(teacher, student, extension, seed=0)
+    x = torch.randn(64, *in_shape)
+    options = {
+        "gradmax": {"batch": (x, torch.randint(0, 3, (64,)))},
+        "net2net_exact": {"exact": True},
+    }.get(extension, {})
+    slots = grow(teacher, student, extension.removesuffix("_exact"), seed=0, **options)
     anchor_only = GrowthObjective(
         student, teacher_state=placed(student, slots), slots=slots, weights=(0, 1, 0, 0)
     )
     assert float(anchor_only.anchor().detach()) == 0.0
     raw = GrowthObjective(student, teacher_state=teacher.state_dict(), slots=slots)
-    assert (float(raw.anchor().detach()) > 0) == (extension == "net2net")  # u / k under net2net
-    x = torch.randn(64, *in_shape)
+    # net2net's slots hold a copy's share of u, not u
+    assert (float(raw.anchor().detach()) > 0) == extension.startswith("net2net")
     with torch.no_grad():
         assert (student.eval()(x) - teacher(x)).abs().max() < 1e-5
     grown = {name: p.detach().clone() for name, p in student.named_parameters()}
