@@ -18,10 +18,8 @@ import time
 
 import torch
 
-from crossdistill.data.datasets import datasets
-from crossdistill.data.privileged import privileged_datasets
 from crossdistill.methods import Supervised
-from crossdistill.models import models
+from crossdistill.registries import datasets, models, privileged_datasets
 from crossdistill.training import fit, fit_many
 
 COUNTS = (1, 4, 16)
@@ -46,16 +44,24 @@ def main() -> None:
     ).train.regular
     cases = {
         "FashionMNIST 784-64-10 MLP": (
-            {"name": "mlp", "hidden": [64]}, (1, 28, 28), 10, fmnist,
+            {"name": "mlp", "hidden": [64]},
+            (1, 28, 28),
+            10,
+            fmnist,
             {"batch_size": 64, "optimizer": {"name": "adam", "lr": 1e-3}},
         ),
         "gd_synthetic linear 50-2": (
-            {"name": "mlp", "hidden": []}, tuple(synthetic.x.shape[1:]), 2, synthetic,
+            {"name": "mlp", "hidden": []},
+            tuple(synthetic.x.shape[1:]),
+            2,
+            synthetic,
             {"batch_size": 32, "optimizer": {"name": "rmsprop", "lr": 1e-3}},
         ),
     }
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, {torch.get_num_threads()} threads, {args.epochs} epochs")
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, {torch.get_num_threads()} threads, {args.epochs} epochs"
+    )
     for case, (spec, in_shape, classes, data, settings) in cases.items():
         settings = settings | {"epochs": args.epochs}
         times: dict[tuple[str, int], list[float]] = {}
@@ -72,12 +78,16 @@ def main() -> None:
                 times.setdefault(("stacked", count), []).append(time.perf_counter() - start)
         median = {key: statistics.median(found) for key, found in times.items()}
         print(f"\n{case} ({len(data)} rows)")
-        print(f"{'K':>3} {'separate s':>11} {'stacked s':>10} {'stacked/separate':>17} "
-              f"{'stacked K / stacked 1':>22}")
+        print(
+            f"{'K':>3} {'separate s':>11} {'stacked s':>10} {'stacked/separate':>17} "
+            f"{'stacked K / stacked 1':>22}"
+        )
         for count in COUNTS:
             separate, stacked = median["separate", count], median["stacked", count]
-            print(f"{count:>3} {separate:>11.3f} {stacked:>10.3f} {stacked / separate:>17.2f} "
-                  f"{stacked / median['stacked', 1]:>22.2f}")
+            print(
+                f"{count:>3} {separate:>11.3f} {stacked:>10.3f} {stacked / separate:>17.2f} "
+                f"{stacked / median['stacked', 1]:>22.2f}"
+            )
 
 
 if __name__ == "__main__":

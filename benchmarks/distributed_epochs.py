@@ -24,9 +24,8 @@ import torch
 
 
 def _worker(epochs: int) -> None:
-    from crossdistill.data.datasets import datasets
     from crossdistill.methods import Supervised
-    from crossdistill.models import models
+    from crossdistill.registries import datasets, models
     from crossdistill.training import distributed, fit
 
     distributed.start()
@@ -55,8 +54,14 @@ def _run(processes: int, epochs: int) -> dict:
     if processes == 1:
         command = [sys.executable, *script]
     else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
-                   str(processes), *script]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(processes),
+            *script,
+        ]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -70,9 +75,11 @@ def main() -> None:
     if args.worker:
         _worker(args.epochs)
         return
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, {args.epochs} epochs per run (first dropped), "
-          f"{args.repeats} runs of each")
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, {args.epochs} epochs per run (first dropped), "
+        f"{args.repeats} runs of each"
+    )
     times: dict[int, list[float]] = {1: [], 2: []}
     threads: dict[int, int] = {}
     for _ in range(args.repeats):

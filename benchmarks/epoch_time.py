@@ -24,10 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crossdistill.data.arrays import ArrayData
-from crossdistill.data.datasets import datasets
-from crossdistill.mappings import mappings
 from crossdistill.methods import Distillation, Method, Supervised, teacher_column
-from crossdistill.models import models
+from crossdistill.registries import datasets, mappings, models
 from crossdistill.training import TeacherCache, fit, fit_many
 
 SEED = 0

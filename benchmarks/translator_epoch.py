@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from crossdistill.data import datasets
 from crossdistill.mappings.vae import TranslatorSettings, student_clothing, train_translator
+from crossdistill.registries import datasets
 
 
 def main() -> None:

@@ -9,9 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from crossdistill.data import datasets
 from crossdistill.methods import Distillation, Supervised
-from crossdistill.models import models
+from crossdistill.registries import datasets, models
 from crossdistill.training import TeacherCache, can_batch, evaluate, fit, fit_many, stacks
 
 SPLITS = datasets.build({"name": "digits", "small": 120, "seed": 0})

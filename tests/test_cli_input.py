@@ -91,7 +91,7 @@ import signal
 
 from torch import nn
 
-from crossdistill.models import models
+from crossdistill.registries import models
 
 
 class Killer(nn.Module):

@@ -23,12 +23,12 @@ from crossdistill.data import (
     DomainSplits,
     RemoteFile,
     cache_dir,
-    datasets,
     load_idx_pair,
     locate,
     read_idx,
     write_idx,
 )
+from crossdistill.registries import datasets
 
 
 def _row_keys(*parts: ArrayData) -> list[bytes]:

@@ -31,8 +31,6 @@ from crossdistill.data import (
     PrivilegedData,
     PrivilegedSplits,
     RemoteFile,
-    datasets,
-    privileged_datasets,
     write_idx,
 )
 from crossdistill.data import cifar as cifar_module
@@ -40,6 +38,7 @@ from crossdistill.data.sources import read_or_rebuild
 from crossdistill.errors import CrossdistillError
 from crossdistill.mappings import generated as generated_module
 from crossdistill.mappings.vae import TranslatorSettings, VAETranslator
+from crossdistill.registries import datasets, privileged_datasets
 
 datasets_module = importlib.import_module("crossdistill.data.datasets")
 

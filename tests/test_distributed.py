@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from crossdistill.cli import main
-from crossdistill.experiments.report import read_csv
+from crossdistill.experiments.outputs import read_csv
 from crossdistill.training import distributed
 
 PROGRAM = Path(__file__).parent / "programs" / "distributed_distill.py"

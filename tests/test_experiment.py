@@ -11,7 +11,7 @@ import crossdistill.training.cache as cache_module
 from crossdistill.cli import main
 from crossdistill.experiments import distillation, run_experiment
 from crossdistill.experiments.config import load_config
-from crossdistill.experiments.report import read_csv
+from crossdistill.experiments.outputs import read_csv
 
 TINY_DIGITS = [
     "data.small=150",

@@ -12,7 +12,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crossdistill.experiments import ConfigError, builtin_configs, kinds, load_config
+from crossdistill.experiments import ConfigError, builtin_configs, load_config
+from crossdistill.registries import kinds
 
 EMBEDDED = {
     "growth_digits": """

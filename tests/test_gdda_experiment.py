@@ -11,7 +11,7 @@ import torch
 from crossdistill.experiments import run_experiment
 from crossdistill.experiments.config import ConfigError, load_config
 from crossdistill.experiments.gdda import STUDENT_ALONE, labelled_rows
-from crossdistill.experiments.report import read_csv, write_csv
+from crossdistill.experiments.outputs import read_csv, write_csv
 
 
 def test_labelled_rows_takes_per_class_rows_by_seed() -> None:

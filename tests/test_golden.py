@@ -15,7 +15,7 @@ import pytest
 
 from crossdistill.experiments import run_experiment
 from crossdistill.experiments.config import load_config
-from crossdistill.experiments.report import read_csv, write_csv
+from crossdistill.experiments.outputs import read_csv, write_csv
 
 GOLDEN = Path(__file__).parent / "golden"
 KINDS = ("distillation", "regression", "privileged", "gdda", "growth")

@@ -8,9 +8,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from crossdistill.models import RowLSTM, at_slot, cnn, grow, lstm, models
+from crossdistill.models import RowLSTM, at_slot, cnn, grow, lstm
 
 # (teacher spec, student spec, in_shape): students more than twice as wide, so that net2net
+from crossdistill.registries import models
+
 # copies some teacher unit more than once
 CASES = {
     "mlp": ({"name": "mlp", "hidden": [5, 4]}, {"name": "mlp", "hidden": [12, 9]}, (1, 6, 6)),

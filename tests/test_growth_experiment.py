@@ -11,7 +11,7 @@ import pytest
 from crossdistill.cli import main
 from crossdistill.experiments import ConfigError, load_config, run_experiment
 from crossdistill.experiments.growth import TARGET
-from crossdistill.experiments.report import read_csv
+from crossdistill.experiments.outputs import read_csv
 
 TINY = """
 kind: growth

@@ -18,8 +18,9 @@ from crossdistill.losses import (
     robust_loss,
     task_loss,
 )
-from crossdistill.methods import GrowthObjective, Supervised, methods
-from crossdistill.models import grow, models, placed
+from crossdistill.methods import GrowthObjective, Supervised
+from crossdistill.models import grow, placed
+from crossdistill.registries import methods, models
 from crossdistill.training import fit
 
 

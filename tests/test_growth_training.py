@@ -13,9 +13,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crossdistill.methods import GrowthObjective, Supervised
-from crossdistill.models import active_new_units, grow, models, placed
+from crossdistill.models import active_new_units, grow, placed
 
 # (teacher spec, student spec, in_shape)
+from crossdistill.registries import models
+
 CASES = {
     "mlp": ({"name": "mlp", "hidden": [4]}, {"name": "mlp", "hidden": [10]}, (1, 6, 6)),
     "cnn": (

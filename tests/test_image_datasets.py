@@ -30,13 +30,13 @@ from crossdistill.data import (
     DataFormatError,
     DomainSplits,
     RemoteFile,
-    datasets,
     read_cifar_batch,
 )
 from crossdistill.data import cifar as cifar_module
 from crossdistill.data import imagenette as imagenette_module
 from crossdistill.data.archives import unpack
 from crossdistill.data.imagenette import decode_image
+from crossdistill.registries import datasets
 
 CIFAR_BATCHES = (*(f"data_batch_{number}" for number in range(1, 6)), "test_batch")
 WNIDS = (

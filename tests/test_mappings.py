@@ -14,11 +14,11 @@ from crossdistill.mappings import (
     dilated_conv,
     gaussian_noise,
     invert,
-    mappings,
     pad,
     resize,
     rotate,
 )
+from crossdistill.registries import mappings
 from crossdistill.training import fingerprint
 
 

@@ -13,11 +13,11 @@ from torch import nn
 
 import crossdistill.training.cache as cache_module
 from crossdistill.cli import main
-from crossdistill.data import ArrayData, datasets
+from crossdistill.data import ArrayData
 from crossdistill.experiments import run_experiment
 from crossdistill.experiments import teachers as teachers_module
 from crossdistill.experiments.config import load_config
-from crossdistill.experiments.report import read_csv
+from crossdistill.experiments.outputs import read_csv
 from crossdistill.losses import kd_loss
 from crossdistill.methods import (
     Distillation,
@@ -25,10 +25,9 @@ from crossdistill.methods import (
     Supervised,
     distill,
     feature_column,
-    methods,
     teacher_column,
 )
-from crossdistill.models import models
+from crossdistill.registries import datasets, methods, models
 from crossdistill.training import TeacherCache, capture, fit
 
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from crossdistill.models import cnn, count_parameters, mlp, models
+from crossdistill.models import cnn, count_parameters, mlp
+from crossdistill.registries import models
 
 
 @pytest.mark.parametrize("in_shape", [(1, 28, 28), (64,), (3, 32, 32), (1, 8, 8)])

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from crossdistill.experiments import ConfigError, load_config, run_experiment
-from crossdistill.experiments.report import read_csv
+from crossdistill.experiments.outputs import read_csv
 from crossdistill.losses import TripletLoss, class_triplets, triplet_loss
 from crossdistill.methods.multiteacher import (
     LatentAlignment,

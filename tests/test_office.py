@@ -21,9 +21,9 @@ from crossdistill.data import (
     ArrayData,
     DataFormatError,
     DomainSplits,
-    datasets,
     read_feature_file,
 )
+from crossdistill.registries import datasets
 
 ROWS, DIM = 20, 6
 

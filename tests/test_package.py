@@ -4,6 +4,7 @@ or scikit-learn, the license and the citation file agreeing with the installed m
 
 from __future__ import annotations
 
+import importlib
 import os
 import statistics
 import subprocess
@@ -16,11 +17,10 @@ import pytest
 import yaml
 
 import crossdistill
+from crossdistill.builtin import first_sentence
 from crossdistill.cli import CLOSED_PIPE_STATUS
 from crossdistill.experiments import builtin_configs, load_config
-from crossdistill.mappings import mappings
-from crossdistill.methods import methods
-from crossdistill.models import models
+from crossdistill.registries import mappings, methods, models
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = [sys.executable, "-m", "crossdistill"]
@@ -128,24 +128,77 @@ def test_help_starts_in_a_small_multiple_of_a_bare_python() -> None:
     assert help_ < 25 * bare, f"--help took {help_:.3f} s, a bare python {bare:.3f} s"
 
 
-def test_list_shows_each_builtin_config_with_the_first_line_of_its_description() -> None:
+def test_list_shows_each_builtin_config_with_the_first_sentence_of_its_description() -> None:
     done = _run("list")
     assert done.returncode == 0, done.stderr
     expected = []
     for name, path in sorted(builtin_configs().items()):
-        lines = load_config(path).description.strip().splitlines()
-        expected.append(f"{name:26s} {lines[0] if lines else ''}")
+        expected.append(f"{name:26s} {first_sentence(load_config(path).description)}")
     assert done.stdout.splitlines() == expected
     assert len(expected) >= 20 and all(line.split(maxsplit=1)[1] for line in expected)
 
 
-def test_public_names_are_imported_on_first_use_and_stay_the_registries() -> None:
+def _modules() -> list[str]:
+    """Every module of the installed package by its dotted name, found on disk."""
+    root = Path(crossdistill.__file__).parent
+    names = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def test_every_module_imports_by_its_dotted_name_and_exports_what_its_all_names() -> None:
+    modules = _modules()
+    assert {"crossdistill.mappings.vae", "crossdistill.methods.gdda"} <= set(modules)
+    for name in modules:
+        module = importlib.import_module(name)
+        assert module.__name__ == name
+        for public in getattr(module, "__all__", []):
+            assert getattr(module, public) is not None, f"{name}.{public}"
+
+
+def test_subpackages_are_the_modules_and_registries_live_apart() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import crossdistill.mappings.vae as v, crossdistill.methods.gdda as g; "
+            "import crossdistill.models as m; import types; "
+            "assert isinstance(m, types.ModuleType), m; print(m.__name__)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "crossdistill.models\n"
+    for name, registry in [("models", models), ("mappings", mappings), ("methods", methods)]:
+        assert getattr(crossdistill, name) is importlib.import_module(f"crossdistill.{name}")
+        assert not hasattr(getattr(crossdistill, name), name), f"crossdistill.{name}.{name}"
+        assert registry.names()
+
+
+def test_a_registry_fills_itself_on_first_read_without_importing_at_creation() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from crossdistill.registries import models, datasets; "
+            "assert 'torch' not in sys.modules; "
+            "assert 'mlp' in models.names() and 'generated_mnist' in datasets.names(); "
+            "assert 'torch' in sys.modules",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_public_names_are_imported_on_first_use() -> None:
     assert set(crossdistill.__all__) <= set(dir(crossdistill))
     assert all(getattr(crossdistill, name) is not None for name in crossdistill.__all__)
-    # the subpackages of the same name are imported (above), yet the names are the registries
-    assert crossdistill.models is models
-    assert crossdistill.mappings is mappings
-    assert crossdistill.methods is methods
     from crossdistill import fit
     from crossdistill.training import fit as training_fit
 

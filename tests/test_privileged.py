@@ -7,13 +7,14 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from crossdistill.data import PrivilegedData, privileged_datasets
+from crossdistill.data import PrivilegedData
 from crossdistill.data.privileged import SYNTHETIC_SETTINGS
 from crossdistill.experiments import run_experiment, teachers
 from crossdistill.experiments.config import ConfigError, load_config
-from crossdistill.experiments.report import read_csv, write_csv
+from crossdistill.experiments.outputs import read_csv, write_csv
 from crossdistill.mappings import resize
 from crossdistill.methods import distill
+from crossdistill.registries import privileged_datasets
 from crossdistill.training import evaluate
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from crossdistill.cli import main
 from crossdistill.experiments import builtin_configs
-from crossdistill.experiments.overview import ReportError, read_run, write_report
+from crossdistill.experiments.report import ReportError, read_run, write_report
 
 TINY_DIGITS = [
     "teachers.teacher.train.epochs=2",

@@ -17,7 +17,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from crossdistill.cli import main
-from crossdistill.experiments.report import read_csv
+from crossdistill.experiments.outputs import read_csv
 from crossdistill.files import file_name
 
 DISTILLATION = """

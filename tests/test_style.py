@@ -16,13 +16,13 @@ from crossdistill.mappings import (
     TransformNet,
     TransformNetTraining,
     load_image,
-    mappings,
     stylize,
     train_transform_net,
 )
 from crossdistill.mappings import style as style_module
 from crossdistill.models import VGGFeatures, load_vgg_features, vgg19_features
 from crossdistill.models.vgg import preprocess
+from crossdistill.registries import mappings
 
 
 def images(*shape: int, seed: int = 0) -> torch.Tensor:

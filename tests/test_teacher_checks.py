@@ -15,7 +15,8 @@ from crossdistill.cli import main
 from crossdistill.experiments import ConfigError
 from crossdistill.experiments.config import DataConfig
 from crossdistill.experiments.growth import _check_class_order
-from crossdistill.models import load_torchscript, models
+from crossdistill.models import load_torchscript
+from crossdistill.registries import models
 from crossdistill.training import predict
 
 DISTILLATION = """

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from crossdistill.data import ArrayData, datasets, read_idx
+from crossdistill.data import ArrayData, read_idx
 from crossdistill.losses import translator_loss
 from crossdistill.mappings import (
     TranslatorSettings,
     TranslatorTraining,
     VAETranslator,
     generate_digits,
-    mappings,
     pair_by_class,
     plot_latent_grid,
     plot_translations,
@@ -23,6 +22,7 @@ from crossdistill.mappings import (
     translation_pairs,
 )
 from crossdistill.mappings import vae as vae_module
+from crossdistill.registries import datasets, mappings
 from crossdistill.training import fingerprint
 
 TINY = {"latent_dim": 2, "hidden": 16, "epochs": 1, "pairs": 1, "small": 50}

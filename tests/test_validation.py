@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from crossdistill.cli import main
-from crossdistill.data import ArrayData, DomainSplits, datasets
+from crossdistill.data import ArrayData, DomainSplits
 from crossdistill.experiments import ConfigError, load_config, run_experiment
 from crossdistill.methods import Supervised
-from crossdistill.models import models
+from crossdistill.registries import datasets, models
 from crossdistill.training import TrainingDiverged, fit
 
 TINY = """

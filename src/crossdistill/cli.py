@@ -84,7 +84,9 @@ def _main(argv: list[str] | None) -> int:
         default=Path("report"),
         help="writes OUT.html and OUT.md (default: report)",
     )
-    report.add_argument("--claims", type=Path, help="a YAML list of the seeds' claims to summarise")
+    report.add_argument(
+        "--claims", type=Path, help="a YAML list of the claims (expected results) to summarise"
+    )
     args, extra = parser.parse_known_args(argv)  # overrides may also follow the options
     unknown = [item for item in extra if item.startswith("-") or "=" not in item]
     if unknown or (extra and args.command != "run"):
@@ -101,7 +103,7 @@ def _main(argv: list[str] | None) -> int:
             print(f"{name:26s} {summary(path)}")
         return 0
     if args.command == "report":
-        from .experiments.overview import write_report
+        from .experiments.report import write_report
 
         try:
             page, twin = write_report(args.runs, args.out, args.claims)

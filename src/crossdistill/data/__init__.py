@@ -3,11 +3,11 @@
 from .archives import RemoteArchive, locate_unpacked
 from .arrays import ArrayData, Columns, random_split
 from .cifar import read_cifar_batch
-from .datasets import DomainSplits, datasets, load_idx_pair
+from .datasets import DomainSplits, load_idx_pair
 from .idx import DataFormatError, read_idx, write_idx
 from .imagenette import load_image_folder
 from .office import OFFICE31_DOMAINS, read_feature_file
-from .privileged import PrivilegedData, PrivilegedSplits, privileged_datasets
+from .privileged import PrivilegedData, PrivilegedSplits
 from .sources import ChecksumError, DatasetNotFoundError, RemoteFile, cache_dir, locate
 from .synthetic import synthetic_regression
 
@@ -24,12 +24,10 @@ __all__ = [
     "RemoteArchive",
     "RemoteFile",
     "cache_dir",
-    "datasets",
     "load_image_folder",
     "load_idx_pair",
     "locate",
     "locate_unpacked",
-    "privileged_datasets",
     "random_split",
     "read_cifar_batch",
     "read_feature_file",

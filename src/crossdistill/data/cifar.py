@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..registries import datasets
 from .archives import RemoteArchive, locate_unpacked, unpack_again
 from .arrays import ArrayData
 from .checks import check_labels
-from .datasets import DomainSplits, datasets, split_train
+from .datasets import DomainSplits, split_train
 from .idx import DataFormatError
 from .sources import RemoteFile, read_or_rebuild
 

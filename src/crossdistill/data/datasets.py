@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_diabetes, load_digits
 
-from ..registry import Registry, Spec
+from ..registries import Spec, datasets
 from .arrays import ArrayData, random_split
 from .checks import check_alike, check_labels, check_num_classes
 from .idx import DataFormatError, read_idx
@@ -108,9 +108,6 @@ class DomainSplits:
             torch.cat([self.big.x, self.small.x]), torch.cat([self.big.y, self.small.y])
         )
 
-
-datasets: Registry[DomainSplits] = Registry("dataset")
-"""Loaders by name: ``datasets.build("fashion_mnist", small=1000, seed=0)``."""
 
 DatasetSetting = Annotated[Spec, datasets]
 """A component's setting that is the spec of a dataset (checked with the component's spec)."""

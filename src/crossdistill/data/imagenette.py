@@ -20,9 +20,10 @@ import torch
 from PIL import Image, ImageOps
 
 from ..files import atomic_path
+from ..registries import datasets
 from .archives import RemoteArchive, locate_unpacked, unpack_again
 from .arrays import ArrayData
-from .datasets import DomainSplits, datasets, split_train
+from .datasets import DomainSplits, split_train
 from .idx import DataFormatError
 from .sources import RemoteFile, cache_dir, read_or_rebuild
 

@@ -23,9 +23,10 @@ import scipy.io
 import scipy.sparse
 import torch
 
+from ..registries import datasets
 from .arrays import ArrayData
 from .checks import check_labels
-from .datasets import DomainSplits, datasets, split_held_out
+from .datasets import DomainSplits, split_held_out
 from .idx import DataFormatError
 from .sources import DatasetNotFoundError, read_or_rebuild, search_places
 

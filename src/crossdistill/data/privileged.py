@@ -1,5 +1,6 @@
-"""Data with privileged information (SPEC §1.6): each training row has regular inputs x, which the
-student sees at training and test time, and privileged inputs x* that only the teacher sees."""
+"""Data with privileged information (Lopez-Paz et al., 2016): each training row has regular inputs
+x, which the student sees at training and test time, and privileged inputs x* that only the teacher
+sees."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..registry import Registry
+from ..registries import privileged_datasets
 from .arrays import ArrayData
 from .checks import check_alike, check_labels, check_num_classes
 
@@ -84,12 +85,6 @@ class PrivilegedSplits:
             for name, part in parts.items():
                 check_labels(part.y, self.num_classes, name, "the problem")
 
-
-privileged_datasets: Registry[PrivilegedSplits] = Registry("privileged dataset")
-"""Builders by name, each called with a repetition ``seed``:
-``privileged_datasets.build({"name": "lopez_paz_synthetic", "setting": "clean_labels"}, seed=0)``.
-Higher layers register builders that need more than data (``regular_view``, a mapping's view).
-"""
 
 SYNTHETIC_SETTINGS = (
     "clean_labels",

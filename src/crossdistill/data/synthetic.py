@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
+from ..registries import datasets
 from .arrays import ArrayData
-from .datasets import DomainSplits, datasets, split_held_out
+from .datasets import DomainSplits, split_held_out
 
 
 @datasets.register("synthetic_regression")

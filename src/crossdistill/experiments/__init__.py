@@ -1,13 +1,14 @@
 """Experiments from configs: the schema, one driver for every kind, the report.
 
-Each kind is one module that registers its `ExperimentKind` in `kinds`: `distillation`
-(SPEC §1.2), `privileged` (generalized distillation), `gdda` (the GDDA-SVM), `growth`
-(anti-distillation) and `multiteacher` (SPEC §1.7).
+Each kind is one module that registers its `ExperimentKind` in
+`crossdistill.registries.kinds`: `distillation` (a teacher through a mapping φ), `privileged`
+(generalized distillation), `gdda` (the GDDA-SVM), `growth` (anti-distillation) and
+`multiteacher` (several teachers through a shared latent).
 """
 
 from . import distillation, gdda, growth, multiteacher, privileged  # noqa: F401  (register the kinds)
 from .config import ConfigError, ExperimentConfig, builtin_configs, load_config
-from .driver import ExperimentKind, choose, kinds, run_experiment
+from .driver import ExperimentKind, choose, run_experiment
 
 __all__ = [
     "ConfigError",
@@ -15,7 +16,6 @@ __all__ = [
     "ExperimentKind",
     "builtin_configs",
     "choose",
-    "kinds",
     "load_config",
     "run_experiment",
 ]

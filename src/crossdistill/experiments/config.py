@@ -23,14 +23,12 @@ from pydantic import (
 )
 
 from ..builtin import builtin_configs
-from ..data import ArrayData, DomainSplits, datasets, privileged_datasets
+from ..data import ArrayData, DomainSplits
 from ..data.arrays import random_indices
 from ..errors import CrossdistillError, number_hint
 from ..files import file_name
-from ..mappings import mappings
-from ..methods import GDDAClassifier, methods
-from ..models import models
-from ..registry import Registry, Spec
+from ..methods import GDDAClassifier
+from ..registries import Registry, Spec, datasets, mappings, methods, models, privileged_datasets
 from ..training import check_device, check_optimizer
 
 OFFERED_TO_METHODS = ("task", "lam", "temperature", "teacher", "t2_scale", "soften_student")
@@ -294,8 +292,8 @@ class SweptArm(_Strict):
 
 
 class ArmConfig(SweptArm):
-    """One compared arm: a registered ``method`` (default ``distillation``, SPEC §1.2) with the
-    loss weight λ (1 = no teacher), temperature T, the ``teacher`` it learns from (by name;
+    """One compared arm: a registered ``method`` (default ``distillation``: multi-domain KD) with
+    the loss weight λ (1 = no teacher), temperature T, the ``teacher`` it learns from (by name;
     default the config's only teacher) and the mapping φ in front of it.
 
     A list for ``lam`` or ``temperature`` is a sweep: the value is chosen on the validation part
@@ -341,9 +339,9 @@ class ExperimentConfig(_Strict):
 
 
 class PrivilegedConfig(_Strict):
-    """Generalized distillation (SPEC §1.6): for every problem and repetition ``seed``, teachers
-    (by name) trained on the privileged inputs x* of the training rows and students on their
-    regular x; each arm reads its ``teacher`` (default the only one).
+    """Generalized distillation (Lopez-Paz et al., 2016): for every problem and repetition ``seed``,
+    teachers (by name) trained on the privileged inputs x* of the training rows and students on
+    their regular x; each arm reads its ``teacher`` (default the only one).
 
     ``problems`` name `crossdistill.data.privileged_datasets` specs (each built once per seed).
     Swept λ, T are chosen per repetition on a ``validation`` fraction of the training rows (the
@@ -405,7 +403,7 @@ GDDA_SET_BY_THE_RUN = ("lambda_search", "classes", "teacher_outputs")
 
 
 class GDDAConfig(_Strict):
-    """Multi-source domain adaptation with the GDDA-SVM (SPEC §1.6).
+    """Multi-source domain adaptation with the GDDA-SVM (Ao, 2016, "Distilling").
 
     The target pool is ``target``'s Train (Big ∪ Small); each repetition ``seed`` labels
     ``labelled_per_class`` random pool rows per class and leaves the others unlabelled (they get
@@ -454,8 +452,8 @@ class GDDAConfig(_Strict):
 
 
 class GrowthObjectiveConfig(_Strict):
-    """φ(u) of SPEC §1.5, minimised on D1* = ψ(the teacher's training rows) before the student
-    trains on its own data: weights ``lam`` (λ1 fit on D1*, λ2 anchor ‖u − w[u]‖², λ3 robust
+    """Anti-distillation's φ(u), minimised on D1* = ψ(the teacher's training rows) before the
+    student trains on its own data: weights ``lam`` (λ1 fit on D1*, λ2 anchor ‖u − w[u]‖², λ3 robust
     loss L3^δ at radius ``delta``, λ4 ‖∂²L/∂w²‖²_F by Hutchinson; non-negative, summing to 1),
     ``rows`` of D1* (seeded random), and how long (``train``)."""
 
@@ -476,12 +474,12 @@ class GrowthObjectiveConfig(_Strict):
 
 
 class GrowthArmConfig(_Strict):
-    """One initialisation of the grown student (SPEC §1.5): the teacher's weights at their slots
-    and the new entries by ``extension`` (`zero`, `zero_out`: the weights reading new units 0
+    """One initialisation of the grown student (anti-distillation): the teacher's weights at their
+    slots and the new entries by ``extension`` (`zero`, `zero_out`: the weights reading new units 0
     and the rest the student's own initialisation, `uniform` U[0, ``theta``], `net2net` with
-    ``noise``, `gradmax`: `zero_out` with the new units' incoming weights chosen to maximise
-    the loss gradient on a seeded batch of D2's Small, or `scratch`: the student's own
-    initialisation), then optionally the growth ``objective`` (see `crossdistill.models.grow`).
+    ``noise``, `gradmax`: `zero_out` with the new units' incoming weights chosen to maximise the
+    loss gradient on a seeded batch of D2's Small, or `scratch`: the student's own initialisation),
+    then optionally the growth ``objective`` (see `crossdistill.models.grow`).
 
     ``exact`` (net2net only): the weights reading a duplicated unit split equally among its k
     copies (w / k, the original net2net, whose copies stay identical); by default the shares
@@ -517,14 +515,13 @@ class GrowthStudentConfig(StudentConfig):
 
 
 class GrowthConfig(_Strict):
-    """Anti-distillation (SPEC §1.5): a ``teacher`` trained on D1 (its ``data``, required) grown
-    into the bigger ``student`` on D2, per arm (an initialisation) and seed. ``input_map`` is ψ
-    from the teacher's inputs to the student's (for D1* and a grown first layer). Quality on
-    D2's Test: accuracy (after the last epoch, epochs 1 and 5, and its mean over the epochs),
+    """Anti-distillation (Petrushina et al.): a ``teacher`` trained on D1 (its ``data``, required)
+    grown into the bigger ``student`` on D2, per arm (an initialisation) and seed. ``input_map`` is
+    ψ from the teacher's inputs to the student's (for D1* and a grown first layer). Quality on D2's
+    Test: accuracy (after the last epoch, epochs 1 and 5, and its mean over the epochs),
     cross-entropy, the robust loss L3^δ at radius ``delta``, the same under each ``corruption``
-    fraction of pixels, the prediction variance across seeds, the fraction of new units that
-    train, and the epochs and seconds each arm takes to reach 99 % of the best arm's final
-    accuracy.
+    fraction of pixels, the prediction variance across seeds, the fraction of new units that train,
+    and the epochs and seconds each arm takes to reach 99 % of the best arm's final accuracy.
     """
 
     kind: Literal["growth"]
@@ -548,13 +545,13 @@ class GrowthConfig(_Strict):
 
 
 class MultiTeacherTeacherConfig(TeacherConfig):
-    """A teacher of a multi-teacher config (SPEC §1.7) with its own, incomplete view of the
-    experiment's data: only the Big rows of ``classes`` (its outputs are those classes, in that
-    order), a seeded random subset of ``rows`` Big rows (drawn with ``seed``), and the
-    ``transform`` φ, applied to its training data and to every input it is shown (the
-    student's too). ``layer`` is the submodule (module path) whose output is its hidden
-    representation for the shared latent. Trained here or loaded (see `TeacherConfig`; a
-    loaded teacher's view of the data must be the one it was trained on)."""
+    """A teacher of a multi-teacher config (Sedova et al., 2022) with its own, incomplete view of
+    the experiment's data: only the Big rows of ``classes`` (its outputs are those classes, in that
+    order), a seeded random subset of ``rows`` Big rows (drawn with ``seed``), and the ``transform``
+    φ, applied to its training data and to every input it is shown (the student's too). ``layer`` is
+    the submodule (module path) whose output is its hidden representation for the shared latent.
+    Trained here or loaded (see `TeacherConfig`; a loaded teacher's view of the data must be the one
+    it was trained on)."""
 
     data: None = None
     classes: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2)] | None = None
@@ -579,7 +576,7 @@ class MultiTeacherStudentConfig(StudentConfig):
 
 
 class LatentConfig(_Strict):
-    """The shared latent of SPEC §1.7: each teacher's hidden layer reduced to ``reduce``
+    """The shared latent (Sedova et al., 2022): each teacher's hidden layer reduced to ``reduce``
     principal components, encoded into ``size`` dimensions by an autoencoder (``hidden``-unit
     encoders and decoders) trained by ``train`` on the student's training rows with the
     reconstruction loss plus ``triplet_weight`` × the triplet loss at margin ``margin``; the
@@ -610,12 +607,12 @@ class MultiTeacherArmConfig(SweptArm):
 
 
 class MultiTeacherConfig(_Strict):
-    """Multi-teacher distillation through a shared latent (SPEC §1.7): ``teachers`` (≥ 1, each
-    with its own architecture and view of ``data``) trained on Big, the ``student`` on Small
+    """Multi-teacher distillation through a shared latent (Sedova et al., 2022): ``teachers`` (≥ 1,
+    each with its own architecture and view of ``data``) trained on Big, the ``student`` on Small
     (``validation`` rows of it held out to choose λ, T and a single teacher), every arm × seed
     scored on Test; ``latent`` configures the shared latent of the arms that use it. With
-    ``batched`` (the default) every setting × seed of an arm's selection trains at once, and
-    the seeds of its final runs."""
+    ``batched`` (the default) every setting × seed of an arm's selection trains at once, and the
+    seeds of its final runs."""
 
     kind: Literal["multiteacher"]
     name: str

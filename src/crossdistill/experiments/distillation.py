@@ -1,4 +1,5 @@
-"""The distillation kind (SPEC §1.2): teachers by name, then every arm × seed on Small."""
+"""The distillation kind (Hinton et al., 2015; on multi-domain data, Orlov and Grabovoy): teachers
+by name, then every arm × seed on Small."""
 
 from __future__ import annotations
 
@@ -13,10 +14,9 @@ from ..data import ArrayData
 from ..data.arrays import random_indices
 from ..data.datasets import DomainSplits
 from ..files import file_name
-from ..mappings import mappings
 from ..methods import Method, feature_column, teacher_column
-from ..models import check_outputs, count_parameters, models
-from ..registry import Spec
+from ..models import check_outputs, count_parameters
+from ..registries import Spec, kinds, mappings, models
 from ..training import TeacherCache, TeacherRun, evaluate, metrics
 from .config import ArmConfig, ConfigError, DataConfig, ExperimentConfig
 from .driver import (
@@ -26,11 +26,10 @@ from .driver import (
     arm_reads,
     choose,
     field,
-    kinds,
     splits_tensors,
     target_size,
 )
-from .report import markdown_table, plot_curves, summarize, write_csv
+from .outputs import markdown_table, plot_curves, summarize, write_csv
 from .teachers import load_teacher, prepare_teacher, train_seeds
 
 JITTER_EPOCHS = 10

@@ -28,11 +28,11 @@ from ..data import DomainSplits
 from ..errors import CrossdistillError
 from ..files import file_name, main_process, read_rebuildable, write_if_changed
 from ..losses import Task
-from ..methods import Method, methods, teachers_read
-from ..registry import Registry
+from ..methods import Method, teachers_read
+from ..registries import kinds, methods
 from ..training import distributed, fingerprint
 from .config import ArmConfig, ConfigError, dump_config, teacher_of
-from .report import claim_directory, write_csv
+from .outputs import claim_directory, write_csv
 
 Rows = dict[str, list[dict]]
 """A unit's results: rows of dicts by the CSV file (stem) they belong to."""
@@ -90,10 +90,6 @@ class ExperimentKind:
         """The final table rows (``table.csv``) and its Markdown (``table.md``) from all units'
         rows; may also draw ``figures/``."""
         raise NotImplementedError
-
-
-kinds: Registry[ExperimentKind] = Registry("experiment kind")
-"""Experiment kinds by the ``kind`` field of their config."""
 
 
 def run_experiment(config: BaseModel, out: str | Path, progress: bool = True) -> list[dict]:

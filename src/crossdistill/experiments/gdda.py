@@ -1,5 +1,5 @@
-"""The GDDA kind (SPEC §1.6): teachers' soft labels on a target domain with one labelled row
-per class, the GDDA-SVM's learned λ against the brute-force grid."""
+"""The GDDA kind (Ao, 2016, "Distilling"): teachers' soft labels on a target domain with one
+labelled row per class, the GDDA-SVM's learned λ against the brute-force grid."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ from torch import Tensor, nn
 from ..data import DomainSplits
 from ..figures import save_figure
 from ..files import file_name
-from ..mappings import mappings
 from ..methods import GDDAClassifier
 from ..methods.gdda import simplex_grid
-from ..models import check_outputs, count_parameters, models
+from ..models import check_outputs, count_parameters
+from ..registries import kinds, mappings, models
 from ..training import TeacherCache, evaluate
 from .config import ConfigError
-from .driver import ExperimentKind, Rows, field, kinds, splits_tensors, target_size
-from .report import markdown_table, summarize, write_csv
+from .driver import ExperimentKind, Rows, field, splits_tensors, target_size
+from .outputs import markdown_table, summarize, write_csv
 from .teachers import load_teacher, train_teacher
 
 STUDENT_ALONE = "student_alone"

@@ -1,5 +1,5 @@
-"""The growth kind (SPEC §1.5, anti-distillation): a teacher trained on D1 grown into a bigger
-student on D2, one unit per initialisation (arm), every seed inside it."""
+"""The growth kind (anti-distillation, Petrushina et al.): a teacher trained on D1 grown into a
+bigger student on D2, one unit per initialisation (arm), every seed inside it."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from ..data.arrays import random_indices
 from ..figures import save_figure
 from ..files import file_name
 from ..losses import robust_loss
-from ..mappings import mappings
 from ..methods import GrowthObjective, Supervised
-from ..models import Slots, active_new_units, check_outputs, count_parameters, models
+from ..models import Slots, active_new_units, check_outputs, count_parameters
 from ..models.growth import grow, placed
+from ..registries import kinds, mappings, models
 from ..training import evaluate, fit, predict
 from .config import ConfigError, DataConfig, GrowthArmConfig, GrowthConfig
-from .driver import ExperimentKind, Rows, field, kinds, splits_tensors, target_size
-from .report import markdown_table, plot_curves, summarize, write_csv
+from .driver import ExperimentKind, Rows, field, splits_tensors, target_size
+from .outputs import markdown_table, plot_curves, summarize, write_csv
 from .teachers import load_teacher, prepare_teacher, training
 
 TASK = "classification"
@@ -324,7 +324,7 @@ class GrowthKind(ExperimentKind):
         )
 
     def _robust(self, student: nn.Module, test: ArrayData, seed: int) -> float:
-        """L3^δ of SPEC §1.5 on D2's Test: the mean loss under input noise of radius ``delta``
+        """The robust loss L3^δ on D2's Test: the mean loss under input noise of radius ``delta``
         (a uniform box), in slices of `ROBUST_ROWS` rows."""
         generator = torch.Generator().manual_seed(seed)
         was_training = student.training

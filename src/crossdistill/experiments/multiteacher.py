@@ -1,4 +1,5 @@
-"""The multi-teacher kind (SPEC §1.7, seed ``004_…``): teachers with incomplete views of the
+"""The multi-teacher kind (Sedova et al., 2022, "Knowledge distillation using a representation
+of the sample in a shared latent space of models"): teachers with incomplete views of the
 data, then per arm a student on Small taught by their merged soft labels and, optionally, their
 shared latent."""
 
@@ -16,7 +17,6 @@ from ..data import ArrayData
 from ..data.arrays import random_indices
 from ..figures import save_figure
 from ..files import file_name
-from ..mappings import mappings
 from ..methods import (
     LatentAlignment,
     LatentAutoencoder,
@@ -25,7 +25,8 @@ from ..methods import (
     feature_column,
     merge_soft_labels,
 )
-from ..models import check_outputs, count_parameters, models
+from ..models import check_outputs, count_parameters
+from ..registries import kinds, mappings, models
 from ..training import TeacherCache, TeacherRun, evaluate, fit, metrics
 from ..training.hooks import capture
 from .config import (
@@ -36,8 +37,8 @@ from .config import (
     keep_classes,
 )
 from .distillation import SELECTION_SEED
-from .driver import ExperimentKind, Rows, choose, field, kinds, splits_tensors, target_size
-from .report import markdown_table, plot_curves, summarize, write_csv
+from .driver import ExperimentKind, Rows, choose, field, splits_tensors, target_size
+from .outputs import markdown_table, plot_curves, summarize, write_csv
 from .teachers import load_teacher, prepare_teacher, train_seeds, training
 
 TASK = "classification"

@@ -1,5 +1,5 @@
-"""The privileged kind (SPEC §1.6, generalized distillation): teachers on x*, students on x,
-per problem and repetition seed."""
+"""The privileged kind (generalized distillation, Lopez-Paz et al., 2016): teachers on x*, students
+on x, per problem and repetition seed."""
 
 from __future__ import annotations
 
@@ -11,16 +11,17 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from ..data import PrivilegedData, PrivilegedSplits, privileged_datasets
+from ..data import PrivilegedData, PrivilegedSplits
 from ..data.arrays import random_indices
 from ..figures import save_figure
 from ..files import file_name
 from ..methods import Method, Supervised, teacher_column, teachers_read
-from ..models import check_outputs, count_parameters, models
+from ..models import check_outputs, count_parameters
+from ..registries import kinds, models, privileged_datasets
 from ..training import TeacherCache, evaluate
 from .config import ArmConfig, ConfigError, StudentConfig
-from .driver import ExperimentKind, Rows, arm_method, arm_reads, choose, field, kinds
-from .report import markdown_table, summarize
+from .driver import ExperimentKind, Rows, arm_method, arm_reads, choose, field
+from .outputs import markdown_table, summarize
 from .teachers import train_seeds
 
 TABLE_METRICS = (

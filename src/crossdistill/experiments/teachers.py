@@ -12,7 +12,8 @@ from torch import nn
 from ..data import ArrayData
 from ..losses import Task
 from ..methods import Supervised
-from ..models import ModelFileError, check_outputs, load_state_dict_file, load_torchscript, models
+from ..models import ModelFileError, check_outputs, load_state_dict_file, load_torchscript
+from ..registries import models
 from ..training import evaluate, fit, fit_many, stacks
 from .config import TeacherConfig, TrainConfig
 

@@ -1,6 +1,7 @@
 """Losses: each a function on tensors, most with a thin ``nn.Module`` holding its settings —
-distillation (SPEC §1.1–1.2), style transfer (Gatys et al.), the VAE translator (SPEC §1.3),
-the growth objective's robust and curvature terms (SPEC §1.5), the triplet loss (SPEC §1.7)."""
+distillation (Hinton et al., 2015; multi-domain, Orlov and Grabovoy), style transfer (Gatys et
+al.), the VAE translator (Bayazitov, 2022), the robust and curvature terms of the
+anti-distillation growth objective (Petrushina et al.), the triplet loss (Schroff et al., 2015)."""
 
 from crossdistill.losses.curvature import HessianNorm, hessian_norm, rademacher
 from crossdistill.losses.distillation import (

@@ -1,5 +1,7 @@
-"""The curvature term of SPEC §1.5: ‖∂²L/∂w²‖²_F, the squared Frobenius norm of a loss's
-Hessian in the parameters, estimated by Hutchinson's method without forming the Hessian.
+"""The curvature term of the anti-distillation growth objective (Petrushina et al.,
+"Anti-distillation: knowledge transfer from simple model to a complex one"): ‖∂²L/∂w²‖²_F, the
+squared Frobenius norm of a loss's Hessian in the parameters, estimated by Hutchinson's method
+without forming the Hessian.
 
 For Rademacher v (entries ±1, so E[v vᵀ] = I), E_v ‖Hv‖² = E_v vᵀ H² v = tr(H²) = ‖H‖²_F; each
 Hv is one Hessian-vector product by double backward. Draws as in `crossdistill.losses.robust`

@@ -1,7 +1,9 @@
-"""Distillation losses of SPEC §1.1–1.2: Hinton's soft term and the multi-domain losses.
+"""Distillation losses: Hinton's soft term (Hinton et al., 2015, "Distilling the knowledge in a
+neural network") and the multi-domain losses of Orlov and Grabovoy ("Model distillation on
+multi-domained datasets").
 
-Every loss is a mean over the batch where SPEC writes a sum over objects i — a constant factor
-1/N that leaves the minimiser unchanged and makes the scale independent of the batch size.
+Every loss is a mean over the batch where the papers write a sum over objects i — a constant
+factor 1/N that leaves the minimiser unchanged and makes the scale independent of the batch size.
 Teacher outputs are f∘φ(x): the caller applies the mapping φ and runs the teacher (without
 gradients); these functions do not detach them.
 """
@@ -80,7 +82,7 @@ def multidomain_loss(
     t2_scale: bool = True,
     soften_student: bool = True,
 ) -> Tensor:
-    """SPEC §1.2 classification loss: λ·CE(y, softmax(z)) + (1 − λ)·``kd_loss``(z, v, T).
+    """Multi-domain classification loss: λ·CE(y, softmax(z)) + (1 − λ)·``kd_loss``(z, v, T).
 
     ``student_logits`` z (N, R), ``target`` y (N,) int64 class indices, ``teacher_logits`` v
     (N, R) = f∘φ(x) logits, needed unless ``lam`` = 1 (then ignored). The hard term is at T = 1.
@@ -117,7 +119,7 @@ def regression_distill_loss(
     teacher_prediction: Tensor | None = None,
     lam: float = 0.5,
 ) -> Tensor:
-    """SPEC §1.2 regression loss: λ‖y − g‖² + (1 − λ)‖g − f∘φ‖².
+    """Multi-domain regression loss (Orlov and Grabovoy): λ‖y − g‖² + (1 − λ)‖g − f∘φ‖².
 
     ``prediction`` g, ``target`` y and ``teacher_prediction`` f∘φ(x) are (N,) or (N, K)
     (an (N, 1) prediction matches an (N,) target); the teacher is needed unless ``lam`` = 1.

@@ -1,4 +1,6 @@
-"""The loss under input noise of SPEC §1.5: L3^δ = E_{x′ ∈ U_δ(x)} L_f(w, x′, y), by sampling.
+"""The loss under input noise of the anti-distillation growth objective (Petrushina et al.,
+"Anti-distillation: knowledge transfer from simple model to a complex one"):
+L3^δ = E_{x′ ∈ U_δ(x)} L_f(w, x′, y), by sampling.
 
 U_δ(x) is the uniform box [x − δ, x + δ] (every input coordinate shifted independently by
 U[−δ, δ], δ in the units of ``x``), the L∞ ball of radius δ around x.

@@ -1,4 +1,4 @@
-"""The triplet loss of SPEC §1.7 (Schroff et al., 2015), with anchors, positives and negatives
+"""The triplet loss (Schroff et al., 2015, "FaceNet"), with anchors, positives and negatives
 mined by class."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from torch import Tensor, nn
 
 
 def triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 1.0) -> Tensor:
-    """Mean over triplets of max(0, m + ‖f(a) − f(p)‖² − ‖f(a) − f(n)‖²) (SPEC §1.7 writes the
-    sum; the mean makes the scale independent of the number of triplets).
+    """Mean over triplets of max(0, m + ‖f(a) − f(p)‖² − ‖f(a) − f(n)‖²) (Schroff et al. write
+    the sum; the mean makes the scale independent of the number of triplets).
 
     ``anchor``, ``positive`` and ``negative`` are embeddings ``(N, D)`` (row i is one triplet);
     ``margin`` m ≥ 0 is in squared embedding units. Returns a scalar.

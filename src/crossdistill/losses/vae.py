@@ -1,5 +1,6 @@
-"""The VAE translator's objective (SPEC §1.3): the negative evidence lower bound of a clothing
-image x and its paired digit x′ under one encoder and two Bernoulli decoders.
+"""The VAE translator's objective (Bayazitov, 2022, "Model distillation on multi-domain
+samples"): the negative evidence lower bound of a clothing image x and its paired digit x′ under
+one encoder and two Bernoulli decoders.
 
 Per image, for one reparameterised code z ~ q(z|x):
 
@@ -30,7 +31,7 @@ def translator_loss(
     clothing: Tensor,
     prior_variance: float = 1.0,
 ) -> Tensor:
-    """The negative VAE objective of SPEC §1.3 for one sampled code, averaged over the batch.
+    """The negative VAE translator objective for one sampled code, averaged over the batch.
 
     Per image: BCE(x′, sigmoid(digit_logits)) + BCE(x, sigmoid(clothing_logits)), each summed
     over the pixels (nats), plus the closed-form KL(N(μ, e^{logvar}) ‖ N(0, σ²I))

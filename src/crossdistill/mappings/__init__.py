@@ -1,10 +1,11 @@
-"""Mappings φ: X_t → X_s between data domains, looked up by name in :data:`mappings`.
+"""Mappings φ: X_t → X_s between data domains, looked up by name in
+`crossdistill.registries.mappings`.
 
 Importing this package also registers the datasets made with a mapping: ``generated_mnist``
-(`crossdistill.data.datasets`) and ``regular_view`` (`crossdistill.data.privileged_datasets`).
+(`crossdistill.registries.datasets`) and ``regular_view``
+(`crossdistill.registries.privileged_datasets`).
 """
 
-from crossdistill.mappings.base import mappings
 from crossdistill.mappings.basic import (
     Compose,
     CorruptPixels,
@@ -82,7 +83,6 @@ __all__ = [
     "generated_mnist",
     "invert",
     "load_image",
-    "mappings",
     "pad",
     "pair_by_class",
     "plot_latent_grid",

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from torch import nn
+from crossdistill.registries import Spec, mappings
 
-from crossdistill.registry import Registry, Spec
-
-mappings: Registry[nn.Module] = Registry("mapping")
 """Mappings φ: X_t → X_s by name, e.g. ``mappings.build({"name": "resize", "size": [28, 28]})``."""
 
 MappingSetting = Annotated[Spec, mappings]

@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crossdistill.mappings.base import MappingSetting, mappings
+from crossdistill.mappings.base import MappingSetting
+
+from ..registries import mappings
 
 
 def _check_images(x: Tensor) -> None:

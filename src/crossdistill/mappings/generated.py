@@ -1,4 +1,4 @@
-"""GeneratedMNIST (SPEC §1.3): digits the VAE translator generates from Fashion-MNIST-Small.
+"""GeneratedMNIST (Bayazitov, 2022): digits the VAE translator generates from Fashion-MNIST-Small.
 
 Each image is the translator's digit decoder at a code z ~ q(z|x) sampled for a clothing image x
 of Fashion-MNIST-Small (so images vary even for the same x); its label is x's class (10
@@ -17,15 +17,10 @@ import torch
 from torch import Tensor
 
 from ..data.arrays import ArrayData
-from ..data.datasets import (
-    OFFICIAL_IDX_NAMES,
-    DomainSplits,
-    datasets,
-    load_official_idx,
-    split_train,
-)
+from ..data.datasets import OFFICIAL_IDX_NAMES, DomainSplits, load_official_idx, split_train
 from ..data.idx import write_idx
 from ..data.sources import cache_dir
+from ..registries import datasets
 from .vae import (
     TranslatorSettings,
     VAETranslator,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import mappings
+from ..registries import mappings
 
 
 @mappings.register("random_projection")
@@ -13,7 +13,7 @@ class RandomProjection(nn.Module):
     """φ(x) = x Aᵀ for features ``(N, in_features)`` → ``(N, out_features)``.
 
     A is a fixed draw from N(0, 1 / in_features) with ``seed``; with ``out_features ≥
-    in_features`` it is injective (almost surely), as SPEC §1.2 asks of φ.
+    in_features`` it is injective (almost surely), as multi-domain distillation asks of φ.
     """
 
     matrix: Tensor

@@ -26,17 +26,16 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ..data.arrays import Columns, random_indices
-from ..data.datasets import DatasetSetting, datasets
+from ..data.datasets import DatasetSetting
 from ..data.sources import cache_dir
 from ..figures import plot_before_after
 from ..files import UNREADABLE, atomic_path, read_rebuildable
 from ..losses.style import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, StyleLoss
 from ..methods import Batch, Method
 from ..models.vgg import Arch, Convention, load_vgg_features
-from ..registry import Spec
+from ..registries import Spec, datasets, mappings
 from ..training.cache import fingerprint
 from ..training.loop import fit, predict
-from .base import mappings
 from .basic import resize
 
 SKLEARN_IMAGES = "sklearn:"

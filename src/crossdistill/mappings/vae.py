@@ -1,4 +1,5 @@
-"""The VAE translator of SPEC §1.3: φ maps a clothing image to a digit image of the same class.
+"""The VAE translator (Bayazitov, 2022, "Model distillation on multi-domain samples"): φ maps a
+clothing image to a digit image of the same class.
 
 One encoder q(z|x) reads a Fashion-MNIST image; two decoders p(x|z, β_Fashion) and
 p(x′|z, β_MNIST) give Bernoulli pixel probabilities. Training pairs each clothing image x of
@@ -7,7 +8,7 @@ class k with a digit image x′ of class k and minimises (per image, averaged ov
     BCE(x′, p(·|z, β_MNIST)) + BCE(x, p(·|z, β_Fashion)) + KL(q(z|x) ‖ N(0, σ²I)),
 
 z = μ + e^{½ log s²}·ε one reparameterised sample, BCE summed over the pixels: the negative of
-the seed's objective (`crossdistill.losses.translator_loss`), trained through
+the translator's evidence lower bound (`crossdistill.losses.translator_loss`), trained through
 `crossdistill.training.fit` as the method :class:`TranslatorTraining`. φ(x) is the digit
 decoder's output at the mean code μ (deterministic).
 
@@ -32,14 +33,13 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from ..data.arrays import ArrayData, Columns
-from ..data.datasets import datasets
 from ..data.sources import cache_dir
 from ..figures import plot_before_after, save_figure, tile
 from ..files import atomic_path, read_rebuildable
 from ..losses.vae import translator_loss
 from ..methods import Batch, Method
+from ..registries import datasets, mappings
 from ..training.loop import fit, predict
-from .base import mappings
 
 IMAGE_SHAPE = (1, 28, 28)
 """One image of either domain: (C, H, W)."""

@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 
 from ..data.arrays import ArrayData
-from ..data.datasets import DatasetSetting, datasets
-from ..data.privileged import PrivilegedData, PrivilegedSplits, privileged_datasets
-from .base import MappingSetting, mappings
+from ..data.datasets import DatasetSetting
+from ..data.privileged import PrivilegedData, PrivilegedSplits
+from ..registries import datasets, mappings, privileged_datasets
+from .base import MappingSetting
 
 
 @privileged_datasets.register("regular_view")

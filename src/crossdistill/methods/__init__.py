@@ -1,6 +1,7 @@
-"""Knowledge-transfer methods: one contract (`Method`), looked up by name in `methods`."""
+"""Knowledge-transfer methods: one contract (`Method`), looked up by name in
+`crossdistill.registries.methods`."""
 
-from .base import Batch, Method, feature_column, methods, teacher_column, teachers_read
+from .base import Batch, Method, feature_column, teacher_column, teachers_read
 from .gdda import GDDAClassifier
 from .growth import GrowthObjective
 from .multidomain import Distillation, distill
@@ -27,7 +28,6 @@ __all__ = [
     "distill",
     "feature_column",
     "merge_soft_labels",
-    "methods",
     "teacher_column",
     "teachers_read",
 ]

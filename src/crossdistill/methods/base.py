@@ -7,8 +7,6 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from ..registry import Registry
-
 Batch = dict[str, Tensor]
 """A batch of named columns, all sliced by the same row indices: ``x``, ``y``, ``x_star``,
 ``teacher/<name>``, ``features/<name>/<layer>`` (see `crossdistill.data.Columns`)."""
@@ -96,10 +94,3 @@ class Method(nn.Module):
         (any names but ``loss``); `fit` minimises their sum (``train_loss``) and records each
         per epoch as ``train_<name>``."""
         raise NotImplementedError
-
-
-methods: Registry[Method] = Registry("method")
-"""Methods by name, for configs: ``methods.build({"name": "distillation"}, student=..., ...)``.
-
-A constructor takes the student as ``student`` and any of the keywords a driver offers
-(``task``, ``lam``, ``temperature``, ``teacher``), plus its own settings from the spec."""

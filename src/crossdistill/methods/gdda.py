@@ -1,4 +1,5 @@
-"""GDDA-SVM (SPEC §1.6): multi-source domain adaptation with a distilling least-squares SVM.
+"""GDDA-SVM (Ao, 2016, "Distilling", §2): multi-source domain adaptation with a distilling
+least-squares SVM.
 
 The student is one LS-SVM per class ``n`` fitted on the target features ``X`` (L, d) against a
 soft-label tensor ``S`` (L, M, N): source ``j = 0`` is the one-hot true label, sources

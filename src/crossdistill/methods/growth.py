@@ -1,5 +1,7 @@
-"""The growth objective of SPEC §1.5 (anti-distillation): a grown student trained to stay near
-the teacher it was grown from, and to be robust to input noise and flat in its weights."""
+"""The growth objective of anti-distillation (Petrushina, Grabovoy, Bakhteev and Strijov,
+"Anti-distillation: knowledge transfer from simple model to a complex one"): a grown student
+trained to stay near the teacher it was grown from, and to be robust to input noise and flat in
+its weights."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from torch import Tensor, nn
 
 from ..losses import Task, hessian_norm, robust_loss, task_loss
 from ..models.growth import Slot, Slots, at_slot
-from .base import Batch, Method, methods
+from ..registries import methods
+from .base import Batch, Method
 
 TERMS = ("fit", "anchor", "robust", "curvature")
 """The names of the four terms, in the order of ``weights`` (λ1 … λ4)."""
@@ -53,7 +56,7 @@ def check_weights(weights: Sequence[float]) -> tuple[float, float, float, float]
 
 @methods.register("growth")
 class GrowthObjective(Method):
-    """SPEC §1.5's φ(u) = argmin_w λ1 L_f(w, D1*) + λ2 ‖u − w[u]‖² + λ3 L3^δ(w, D1)
+    """Anti-distillation's φ(u) = argmin_w λ1 L_f(w, D1*) + λ2 ‖u − w[u]‖² + λ3 L3^δ(w, D1)
     + λ4 ‖∂²L_f/∂w²‖²_F, as the named terms (those of non-zero weight only):
 
     - ``fit``: λ1 · `task_loss` of the student on the batch (``x`` holds ψ(x): the caller

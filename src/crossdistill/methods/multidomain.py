@@ -1,4 +1,5 @@
-"""Distillation on multi-domain data (SPEC §1.2): a student on X_t learns from a teacher on X_s."""
+"""Distillation on multi-domain data (Orlov and Grabovoy, "Model distillation on multi-domained
+datasets"): a student on X_t learns from a teacher on X_s."""
 
 from __future__ import annotations
 
@@ -8,19 +9,21 @@ from torch import Tensor, nn
 
 from ..data.arrays import ArrayData
 from ..losses import Task, kd_loss, squared_error, task_loss
+from ..registries import methods
 from ..training import TeacherCache, evaluate, fit
 from ..training.cache import Mapping
-from .base import Batch, Method, methods, register_lam_temperature, teacher_column
+from .base import Batch, Method, register_lam_temperature, teacher_column
 
 
 @methods.register("distillation")
 class Distillation(Method):
-    """SPEC §1.2: ``{"labels": λ·CE(y, softmax(z)), "teacher": (1 − λ)·kd_loss(z, v, T)}``
-    (classification) or ``{"labels": λ‖y − g‖², "teacher": (1 − λ)‖g − v‖²}`` (regression),
-    with z = g = student(x) and v the column ``teacher/<teacher>`` (the teacher's outputs on
-    φ(x), or on privileged inputs x* for generalized distillation). At λ = 1 only ``labels``,
-    and no teacher column is read. λ and T are buffers (`register_lam_temperature`), so that
-    `crossdistill.training.fit_many` trains methods of a (λ, T) sweep as one stack.
+    """Multi-domain distillation:
+    ``{"labels": λ·CE(y, softmax(z)), "teacher": (1 − λ)·kd_loss(z, v, T)}`` (classification) or
+    ``{"labels": λ‖y − g‖², "teacher": (1 − λ)‖g − v‖²}`` (regression), with z = g = student(x) and
+    v the column ``teacher/<teacher>`` (the teacher's outputs on φ(x), or on privileged inputs x*
+    for generalized distillation). At λ = 1 only ``labels``, and no teacher column is read. λ and T
+    are buffers (`register_lam_temperature`), so that `crossdistill.training.fit_many` trains
+    methods of a (λ, T) sweep as one stack.
 
     Args:
         student: maps ``x`` ``(B, ...)`` to logits ``(B, R)`` or predictions.
@@ -96,7 +99,7 @@ def distill(
         teacher: a trained model on the source domain X_s; not needed when ``lam == 1``.
         mapping: φ: X_t → X_s in front of the frozen teacher, a module or a plain callable
             (default identity).
-        privileged: generalized distillation (SPEC §1.6): the teacher's own inputs x*
+        privileged: generalized distillation (Lopez-Paz et al., 2016): the teacher's own inputs x*
             ``(N, ...)``, row-aligned with ``train``, seen instead of φ(``train.x``); the student
             never sees them. Give ``mapping`` or ``privileged``, not both.
         lam, temperature, t2_scale, soften_student, task: as in `Distillation`.

@@ -1,4 +1,6 @@
-"""Multi-teacher distillation through a shared latent space (SPEC §1.7, seed ``004_…``).
+"""Multi-teacher distillation through a shared latent space (Sedova, Gorpinich, Bakhteev and
+Strijov, 2022, "Knowledge distillation using a representation of the sample in a shared latent
+space of models").
 
 Teachers with incomplete knowledge (each knows some of the classes, sees its own transform of
 the input, or was trained on some of the rows) teach one student in two ways:

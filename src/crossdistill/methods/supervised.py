@@ -5,8 +5,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..losses import task_loss
+from ..registries import methods
 from ..training import Task
-from .base import Batch, Method, methods
+from .base import Batch, Method
 
 
 @methods.register("supervised")

@@ -1,6 +1,7 @@
-"""Small model zoo, looked up by name in :data:`models`; one file per model family."""
+"""Small model zoo, looked up by name in `crossdistill.registries.models`; one file per model
+family."""
 
-from crossdistill.models.base import count_parameters, models
+from crossdistill.models.base import count_parameters
 from crossdistill.models.cnn import cnn
 from crossdistill.models.files import (
     ModelFileError,
@@ -40,7 +41,6 @@ __all__ = [
     "placed",
     "lstm",
     "mlp",
-    "models",
     "vgg16_features",
     "vgg19_features",
 ]

@@ -9,11 +9,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from crossdistill.registry import Registry
-
-models: Registry[nn.Module] = Registry("model")
-"""Models by name, e.g. ``models.build({"name": "mlp", "hidden": [1200, 1200]}, ...)``."""
-
 
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable (``requires_grad``) scalar parameters of ``model``."""

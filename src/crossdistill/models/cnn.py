@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from crossdistill.models.base import models
+from ..registries import models
 
 
 @models.register("cnn")

@@ -1,4 +1,5 @@
-"""Growing a trained model into a bigger one (SPEC §1.5, anti-distillation): the teacher's
+"""Growing a trained model into a bigger one (anti-distillation, Petrushina et al.,
+"Anti-distillation: knowledge transfer from simple model to a complex one"): the teacher's
 weights keep their slots in the student's tensors."""
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def grow(
     exact: bool = False,
     batch: tuple[Tensor, Tensor] | None = None,
 ) -> Slots:
-    """Write the teacher's weights into the bigger ``student`` in place (φ of SPEC §1.5) and
+    """Write the teacher's weights into the bigger ``student`` in place (anti-distillation's φ) and
     return the slot of every teacher tensor (``state_dict`` key → `Slot`).
 
     ``student`` is the bigger model already built: the same architecture (the same modules under

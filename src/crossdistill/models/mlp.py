@@ -8,7 +8,7 @@ from itertools import pairwise
 
 from torch import nn
 
-from crossdistill.models.base import models
+from ..registries import models
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,

@@ -1,13 +1,33 @@
-"""Name → constructor registries, so that a config names a component by a string."""
+"""Name → constructor registries, so that a config names a component by a string.
+
+The six registries of the package live here: `models`, `mappings`, `methods`, `datasets`,
+`privileged_datasets` and the experiment `kinds`. Each fills itself on first use by importing
+the subpackages that register the built-in components, so this module imports neither torch
+nor any subpackage:
+
+>>> from crossdistill.registries import models
+>>> "mlp" in models.names()
+True
+
+A user's component is added with the decorator, e.g. ``@methods.register("kd_hint")``.
+"""
 
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .data import DomainSplits, PrivilegedSplits
+    from .experiments import ExperimentKind
+    from .methods import Method
 
 T = TypeVar("T")
 
@@ -18,15 +38,23 @@ Spec = str | Mapping[str, Any]
 class Registry(Generic[T]):
     """A table of named constructors of one kind of component (models, mappings, ...).
 
-    >>> models = Registry("model")
-    >>> @models.register("mlp")
-    ... def mlp(in_features: int, hidden: list[int], out_features: int): ...
-    >>> models.build({"name": "mlp", "hidden": [64]}, in_features=784, out_features=10)
+    ``filled_by`` names the modules whose import registers the built-in constructors; they are
+    imported the first time the registry is read (`names`, `check`, `build`), not when it is
+    created.
+
+    >>> shapes = Registry("shape")
+    >>> @shapes.register("square")
+    ... def square(side: float) -> float:
+    ...     return side * side
+    >>> shapes.build({"name": "square", "side": 3.0})
+    9.0
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, filled_by: Sequence[str] = ()) -> None:
         self.kind = kind
+        self.filled_by = tuple(filled_by)
         self._constructors: dict[str, Callable[..., T]] = {}
+        self._filled = not self.filled_by
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator adding a constructor under ``name``."""
@@ -41,7 +69,15 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
-        return sorted(self._constructors)
+        return sorted(self._table())
+
+    def _table(self) -> dict[str, Callable[..., T]]:
+        """The constructors, after importing the modules that register the built-in ones."""
+        if not self._filled:
+            self._filled = True
+            for module in self.filled_by:
+                importlib.import_module(module)
+        return self._constructors
 
     def check(self, spec: Spec, *provided: str) -> None:
         """Raise ValueError if ``spec`` names no constructor or passes arguments it does not take,
@@ -60,7 +96,7 @@ class Registry(Generic[T]):
                 "and settings); remove it from the spec"
             )
         try:
-            check_settings(self._constructors[name], kwargs, provided)
+            check_settings(self._table()[name], kwargs, provided)
         except ValueError as error:
             raise ValueError(f"{self.kind} {name!r}: {error}") from None
 
@@ -71,7 +107,7 @@ class Registry(Generic[T]):
         through ``**kwargs``), e.g. the λ and T a driver offers every method.
         """
         name, kwargs = self._split(spec)
-        constructor = self._constructors[name]
+        constructor = self._table()[name]
         if offer:
             parameters, takes_any = _parameters(constructor)
             defaults = {
@@ -93,11 +129,42 @@ class Registry(Generic[T]):
             name = kwargs.pop("name")
         if not isinstance(name, str):
             raise ValueError(f"{self.kind} spec: 'name' must be a string, found {name!r}")
-        if name not in self._constructors:
+        if name not in self._table():
             raise ValueError(
                 f"unknown {self.kind} {name!r}; expected one of {', '.join(self.names())}"
             )
         return name, kwargs
+
+
+models: Registry[nn.Module] = Registry("model", ["crossdistill.models"])
+"""Model constructors by name, e.g.
+``models.build({"name": "mlp", "hidden": [1200, 1200]}, in_shape=(1, 28, 28), num_outputs=10)``."""
+
+mappings: Registry[nn.Module] = Registry("mapping", ["crossdistill.mappings"])
+"""Mappings φ between domains by name (``identity``, ``gaussian_noise``, ``vae``, ...)."""
+
+methods: Registry[Method] = Registry("method", ["crossdistill.methods"])
+"""Training methods by name, for configs:
+``methods.build({"name": "distillation"}, student=..., ...)``. A constructor takes the student
+as ``student`` and any of the keywords a driver offers (``task``, ``lam``, ``temperature``,
+``teacher``), plus its own settings from the spec."""
+
+datasets: Registry[DomainSplits] = Registry(
+    "dataset", ["crossdistill.data", "crossdistill.mappings"]
+)
+"""Datasets split into Big/Small/Test by name: ``datasets.build("fashion_mnist", small=1000,
+seed=0)``. The mappings register the ones made through a mapping (``generated_mnist``)."""
+
+privileged_datasets: Registry[PrivilegedSplits] = Registry(
+    "privileged dataset", ["crossdistill.data", "crossdistill.mappings"]
+)
+"""Datasets with privileged features by name, each built with a repetition ``seed``:
+``privileged_datasets.build({"name": "lopez_paz_synthetic", "setting": "clean_labels"}, seed=0)``.
+The mappings register ``regular_view`` (a mapping's view of a dataset)."""
+
+kinds: Registry[ExperimentKind] = Registry("experiment kind", ["crossdistill.experiments"])
+"""Experiment kinds by the ``kind`` field of their config (``distillation``, ``privileged``,
+``gdda``, ``growth``, ``multiteacher``)."""
 
 
 def _parameters(constructor: Callable[..., Any]) -> tuple[list[str], bool]:
