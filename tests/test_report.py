@@ -1,5 +1,6 @@
 """`crossdistill report`: one self-contained HTML page and its Markdown twin over run
-directories, and the committed report of results/."""
+directories — titled and headed by the experiments, with the papers' claims and the built-in
+experiments not run and why — and the committed report of results/."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def test_a_run_records_its_command(run_dir) -> None:
 def test_report_holds_tables_figures_config_command_and_claims(run_dir, tmp_path) -> None:
     claims = tmp_path / "claims.yaml"
     claims.write_text(
-        "- {experiment: tiny, seed: '000', claim: the teacher helps, held: in part, "
+        "- {experiment: tiny, paper: Hinton et al. 2015, claim: the teacher helps, held: in part, "
         "numbers: 0.9 vs 0.8}\n"
     )
     assert main(["report", str(run_dir), "--claims", str(claims), "--out", "out/page"]) == 0
@@ -59,6 +60,8 @@ def test_report_holds_tables_figures_config_command_and_claims(run_dir, tmp_path
     figures = sorted((run_dir / "figures").rglob("*.png"))
     assert figures and page.count('src="data:image/png;base64,') == len(figures)
     assert "<td><strong>in part</strong></td>" in page and "| **in part** |" in twin
+    assert "<th>paper</th>" in page and "| paper | experiment | claim | held? | numbers |" in twin
+    assert "<td>Hinton et al. 2015</td>" in page and "| Hinton et al. 2015 | `tiny` |" in twin
     for text in (page, twin):
         assert "crossdistill run digits" in text and "no_teacher" in text
         assert "student.train.epochs=2" in text  # the resolved config, not only the command
@@ -74,10 +77,10 @@ def test_report_refuses_what_is_not_a_finished_run_and_a_bad_claim(run_dir, tmp_
     with pytest.raises(ReportError, match="empty: not a finished run directory"):
         read_run(tmp_path / "empty")
     claims = tmp_path / "claims.yaml"
-    claims.write_text("- {experiment: nope, seed: '1', claim: c, held: held, numbers: n}\n")
+    claims.write_text("- {experiment: nope, paper: p, claim: c, held: held, numbers: n}\n")
     with pytest.raises(ReportError, match="claim 1: field 'experiment': 'nope'"):
         write_report([run_dir], tmp_path / "r", claims)
-    claims.write_text("- {experiment: tiny, seed: '1', claim: c, held: maybe, numbers: n}\n")
+    claims.write_text("- {experiment: tiny, paper: p, claim: c, held: maybe, numbers: n}\n")
     with pytest.raises(ReportError, match="field 'held'"):
         write_report([run_dir], tmp_path / "r", claims)
     assert main(["report", str(tmp_path / "empty")]) == 2
@@ -90,8 +93,8 @@ def test_committed_report_is_current_and_covers_every_experiment(tmp_path) -> No
     twin = (RESULTS / "report.md").read_text()
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", twin) + re.findall(r"\]\((\S+\.\w+)\)", twin)
     assert links and all((RESULTS / link).is_file() for link in links)
-    sections = set(re.findall(r"^## `([^`]+)`", twin, re.M))
-    assert sections == {run.name for run in runs}
+    sections = re.findall(r"^## `([^`]+)`", twin, re.M)  # named by config, not by folder
+    assert sections == [read_run(run).name for run in runs]
     covered = {read_run(run).name for run in runs} | set(
         re.findall(r"`([^`]+)`", twin.split("## Not run here")[1])
     )
@@ -100,13 +103,16 @@ def test_committed_report_is_current_and_covers_every_experiment(tmp_path) -> No
 
 
 TABLE = "| arm | test accuracy | seeds |\n|---|---|---|\n| no_teacher | 0.5000 | 1 |\n"
-CLAIM = "- {experiment: tiny, seed: '0', claim: it runs, held: held, numbers: '0.5'}\n"
+CLAIM = "- {experiment: tiny, paper: Tiny 2024, claim: it runs, held: held, numbers: '0.5'}\n"
 
 
-def _finished_run(folder: Path, description: str = "A tiny run.", table: str = TABLE) -> Path:
+def _finished_run(
+    folder: Path, description: str = "A tiny run.", table: str = TABLE, name: str = "tiny"
+) -> Path:
     """A finished run directory written by hand: its config, inputs record and table."""
     folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(f"name: tiny\ndescription: {json.dumps(description)}\n")
+    config = f"name: {name}\ndescription: {json.dumps(description)}\n"
+    (folder / "config.yaml").write_text(config)
     (folder / "inputs.json").write_text("{}\n")
     (folder / "table.md").write_text(table)
     return folder
@@ -242,7 +248,7 @@ def test_markdown_twin_shows_html_in_user_text_as_text(tmp_path, monkeypatch) ->
     assert main(["report", "runs/tiny", "--claims", "claims.yaml", "--out", "report"]) == 0
     twin, page = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
     escaped_script, escaped_image = html.escape(script, quote=False), html.escape(image)
-    assert f"\n{escaped_script} &amp; more\n" in twin
+    assert f"\n## `tiny`: {escaped_script} &amp; more\n" in twin  # the heading's first sentence
     assert f"\n| {escaped_image} | 0.5000 | 1 |\n" in twin  # the table still a pipe table
     assert f"| `tiny` | {escaped_script} | **held** |" in twin
     assert f"\n````bash\n{command}\n````\n" in twin  # a fence the command cannot close
@@ -250,3 +256,107 @@ def test_markdown_twin_shows_html_in_user_text_as_text(tmp_path, monkeypatch) ->
     assert "<script" not in outside_code and "<img" not in outside_code
     assert "<script" not in page and "<img" not in page
     assert html.escape(script) in page and html.escape(image) in page
+
+
+def _report(argv: list[str]) -> tuple[str, str]:
+    """``crossdistill report argv --out report`` in the working directory: (Markdown, HTML)."""
+    assert main(["report", *argv, "--out", "report"]) == 0
+    return Path("report.md").read_text(), Path("report.html").read_text()
+
+
+def test_the_title_names_the_experiments_reported(hand_run, tmp_path) -> None:
+    twin, page = _report(["runs/tiny"])
+    assert twin.startswith("# crossdistill results: tiny\n")
+    assert "<title>crossdistill results: tiny</title>" in page
+    assert "<h1>crossdistill results: tiny</h1>" in page
+    names = ["alpha", "beta", "gamma", "delta", "epsilon"]
+    for name in names:
+        _finished_run(tmp_path / "more" / name, f"The {name} run.", name=name)
+    folders = [f"more/{name}" for name in names]
+    twin, page = _report(["runs/tiny", *folders[:3]])
+    assert twin.startswith("# crossdistill results: tiny, alpha, beta, gamma\n")
+    twin, page = _report(["runs/tiny", *folders])
+    title = "crossdistill results: 6 experiments (tiny, alpha, beta, …)"
+    assert twin.startswith(f"# {title}\n") and f"<title>{title}</title>" in page
+    listed = "Experiments reported (6): " + ", ".join(f"`{n}`" for n in ["tiny", *names])
+    assert listed in twin  # every one by name under the title
+    assert '<a href="#epsilon"><code>epsilon</code></a>' in page
+
+
+def test_a_section_is_headed_by_the_config_name_and_the_description_s_first_sentence(
+    hand_run, tmp_path
+) -> None:
+    description = "Distillation on tiny data (Hinton et al. 2015): a student. More detail here."
+    _finished_run(tmp_path / "elsewhere" / "folder_name", description, name="tiny_config")
+    command = "crossdistill run tiny_config student.train.epochs=2 --out elsewhere/folder_name\n"
+    (tmp_path / "elsewhere" / "folder_name" / "command.txt").write_text(command)
+    twin, page = _report(["runs/tiny", "elsewhere/folder_name"])
+    first = "Distillation on tiny data (Hinton et al. 2015): a student."
+    assert (
+        f"\n## `tiny_config` with `student.train.epochs=2`: {first}\n\nMore detail here.\n" in twin
+    )
+    assert "\n## `tiny`: A tiny run.\n" in twin
+    assert "## `folder_name`" not in twin  # a folder name never heads a section
+    assert (
+        '<h2 id="folder_name"><code>tiny_config</code> with '
+        f"<code>student.train.epochs=2</code>: {first}</h2>\n<p>More detail here.</p>"
+    ) in page
+
+
+def _not_run(twin: str, name: str) -> str:
+    """The line of the "Not run here" section about the built-in experiment ``name``."""
+    section = twin.split("\n## Not run here\n")[1]
+    return next(line for line in section.splitlines() if line.startswith(f"- `{name}` "))
+
+
+def test_not_run_names_the_data_that_is_missing(hand_run) -> None:
+    twin, page = _report(["runs/tiny"])  # no $CROSSDISTILL_DATA and an empty cache
+    identity = _not_run(twin, "fmnist_identity")
+    assert "Its data is not on this machine: Fashion-MNIST" in identity
+    assert "fashion-mnist/" in identity and "in mnist/" not in identity  # only what it needs
+    assert "MNIST (its four official files in mnist/" in _not_run(twin, "vae_cross_domain")
+    assert "CIFAR-10 (its batch files in cifar10-subset/" in _not_run(twin, "grow_cifar10")
+    style = _not_run(twin, "imagenet_style")
+    assert "Imagenette (train/ and val/ in imagenette2-160/" in style
+    assert "VGG-19 weights ($CROSSDISTILL_DATA/vgg19/vgg19.pth)" in style
+    office = _not_run(twin, "office_dslr_webcam_amazon")
+    assert "Office-31 features of the amazon, dslr and webcam domains" in office
+    for embedded in ("digits", "regression_diabetes", "gd_synthetic"):
+        line = _not_run(twin, embedded)
+        assert line.endswith("No run directory given for it (its data is on this machine).")
+    assert _not_run(twin, "digits").startswith(
+        "- `digits` — Quick demo of knowledge distillation"  # the description's first sentence
+    )
+    assert "Its data is not on this machine: Fashion-MNIST" in page
+    assert "(their data is not on this machine)" not in twin + page  # no blanket reason
+
+
+def test_not_run_with_the_data_here_says_no_run_directory_was_given(
+    hand_run, monkeypatch, data_root
+) -> None:
+    monkeypatch.setenv("CROSSDISTILL_DATA", str(data_root))
+    twin, _ = _report(["runs/tiny"])
+    for name in ("fmnist_identity", "vae_cross_domain", "grow_cifar10", "cifar_style"):
+        assert _not_run(twin, name).endswith(
+            "No run directory given for it (its data is on this machine)."
+        )
+    assert "Office-31 features" in _not_run(twin, "office_dslr_amazon")
+
+
+def test_claims_name_their_paper_and_the_old_seed_field_is_refused(hand_run, capsys) -> None:
+    twin, page = _report(["runs/tiny", "--claims", "claims.yaml"])
+    assert "## Claims of the papers, checked against these runs" in twin
+    assert "| Tiny 2024 | `tiny` | it runs | **held** | 0.5 |" in twin
+    assert "<th>paper</th>" in page and "seed" not in twin.split("## `tiny`")[0].lower()
+    capsys.readouterr()
+    Path("claims.yaml").write_text(CLAIM.replace("paper: Tiny 2024", "seed: '001'"))
+    _assert_refused(
+        capsys,
+        Path.cwd(),
+        ["report", "runs/tiny", "--claims", "claims.yaml", "--out", "report"],
+        "claims.yaml: claim 1: field 'seed'",
+        "'paper'",
+    )
+    Path("claims.yaml").write_text(CLAIM.replace("paper: Tiny 2024", "paper: ''"))
+    with pytest.raises(ReportError, match="claim 1: field 'paper': expected the paper"):
+        write_report([hand_run], Path("report"), Path("claims.yaml"))

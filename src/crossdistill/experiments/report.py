@@ -1,5 +1,7 @@
 """One page over many run directories (``crossdistill report RUN_DIR ...``): every experiment's
-table, figures, resolved config and command, and a summary of the seeds' claims.
+table, figures, resolved config and command, a summary of the papers' claims checked against
+them, and the built-in experiments not among them with the reason (their data missing here, or
+no run directory given).
 
 The page is written twice: ``<out>.html``, self-contained (figures embedded as data URIs), and
 ``<out>.md``, its Markdown twin (figures linked by relative path).
@@ -11,7 +13,8 @@ import base64
 import html
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+import shlex
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +22,12 @@ from urllib.parse import quote
 
 import yaml
 
+from ..builtin import first_sentence
+from ..data.datasets import OFFICIAL_IDX_NAMES
+from ..data.sources import search_places
 from ..errors import CrossdistillError
 from ..files import write_if_changed
+from ..models.vgg import KNOWN_WEIGHTS, default_weights_path
 from .config import builtin_configs
 
 HELD = ("held", "not held", "in part")
@@ -48,8 +55,46 @@ class Run:
 
     @property
     def label(self) -> str:
-        """The directory's name: what a report section and a claim's ``experiment`` use."""
+        """The directory's name: what a claim's ``experiment`` names, and the anchor of the
+        run's section in the HTML page."""
         return self.directory.name
+
+    @property
+    def overrides(self) -> list[str]:
+        """The ``key=value`` settings the recorded command gave after the config (none when
+        there is no command): what makes the run a variant of its config."""
+        if self.command is None:
+            return []
+        try:
+            words = shlex.split(self.command)
+        except ValueError:  # unbalanced quotes: show no variant rather than fail
+            return []
+        if "run" not in words:
+            return []
+        found, rest = [], iter(words[words.index("run") + 2 :])
+        for word in rest:
+            if word in _RUN_OPTIONS_WITH_VALUE:
+                next(rest, None)
+            elif "=" in word and not word.startswith("-"):
+                found.append(word)
+        return found
+
+    @property
+    def heading(self) -> str:
+        """The config's name, its overrides if any, and the description's first sentence, as
+        Markdown: what the run's section is titled."""
+        variant = f" with {_code(' '.join(self.overrides))}" if self.overrides else ""
+        summary = first_sentence(self.description)
+        return f"{_code(self.name)}{variant}" + (f": {_text(summary)}" if summary else "")
+
+    @property
+    def details(self) -> str:
+        """The description after its first sentence ("" when it has one sentence)."""
+        return self.description[len(first_sentence(self.description)) :].strip()
+
+
+_RUN_OPTIONS_WITH_VALUE = ("--out", "--device", "--processes", "--import")
+"""The options of ``crossdistill run`` followed by a value (not an override)."""
 
 
 def read_run(directory: Path) -> Run:
@@ -123,20 +168,32 @@ def _parse_yaml(text: str, path: Path) -> object:
         ) from None
 
 
+CLAIM_FIELDS = ("experiment", "paper", "claim", "held", "numbers")
+"""The fields of a claim: the run directory's name, the paper the claim comes from (short, e.g.
+``Hinton et al. 2015``, or ``crossdistill (this library)`` for its own), the claim, whether it
+held (one of `HELD`) and the numbers that say so."""
+
+
 def read_claims(path: Path, runs: Sequence[Run]) -> list[dict]:
-    """The claims of ``path``: a YAML list of ``{experiment, seed, claim, held, numbers}``,
-    ``experiment`` the directory name of one of ``runs`` and ``held`` one of `HELD`.
+    """The claims of ``path``: a YAML list of `CLAIM_FIELDS` mappings, ``experiment`` the
+    directory name of one of ``runs``, ``paper`` a non-empty text and ``held`` one of `HELD`.
 
     Raises:
-        ReportError: the file is missing or malformed (the message names the entry and field).
+        ReportError: the file is missing or malformed (the message names the entry and field;
+            the former field ``seed`` is refused naming ``paper``, its replacement).
     """
     claims = _parse_yaml(_read_text(path), path)
     if not isinstance(claims, list):
         raise ReportError(f"{path}: expected a list of claims, found {type(claims).__name__}")
     labels = sorted(run.label for run in runs)
-    fields = ("experiment", "seed", "claim", "held", "numbers")
+    fields = CLAIM_FIELDS
     for index, claim in enumerate(claims):
         where = f"{path}: claim {index + 1}"
+        if isinstance(claim, dict) and "seed" in claim:
+            raise ReportError(
+                f"{where}: field 'seed': no longer read; name the paper the claim comes from in "
+                "the field 'paper' instead (e.g. paper: Hinton et al. 2015)"
+            )
         if not isinstance(claim, dict) or set(claim) != set(fields):
             found = sorted(map(str, claim)) if isinstance(claim, dict) else claim
             raise ReportError(f"{where}: expected the fields {', '.join(fields)}, found {found}")
@@ -144,6 +201,11 @@ def read_claims(path: Path, runs: Sequence[Run]) -> list[dict]:
             raise ReportError(
                 f"{where}: field 'experiment': {claim['experiment']!r} is none of the runs "
                 f"reported ({', '.join(labels)})"
+            )
+        if not isinstance(claim["paper"], str) or not claim["paper"].strip():
+            raise ReportError(
+                f"{where}: field 'paper': expected the paper the claim comes from (e.g. Hinton "
+                f"et al. 2015), found {claim['paper']!r}"
             )
         if claim["held"] not in HELD:
             raise ReportError(
@@ -157,8 +219,10 @@ def write_report(
 ) -> tuple[Path, Path]:
     """Write the page over the runs in ``directories`` as ``<out>.html`` and ``<out>.md``.
 
-    Built-in experiments (`builtin_configs`) with no run among them are listed as not run.
-    Nothing is written when any input cannot be read or ``out`` is refused.
+    Built-in experiments (`builtin_configs`) with no run among them are listed as not run,
+    each with the reason: the data files it needs that are on no place the data layer looks in
+    (`missing_data`), or else no run directory given for it. Nothing is written when any input
+    cannot be read or ``out`` is refused.
 
     Returns:
         The HTML and the Markdown file.
@@ -173,7 +237,11 @@ def write_report(
     if out.name in ("", ".", ".."):
         raise ReportError(f"--out {out}: expected a file name, to which .html and .md are added")
     page, twin = out.with_suffix(".html"), out.with_suffix(".md")
-    missing = sorted(set(builtin_configs()) - {run.name for run in runs})
+    missing = [
+        not_run(name, path)
+        for name, path in sorted(builtin_configs().items())
+        if name not in {run.name for run in runs}
+    ]
     texts = {twin: _markdown(runs, found, missing, twin.parent), page: _html(runs, found, missing)}
     try:
         for target in texts:
@@ -222,7 +290,7 @@ def _claims_rows(claims: list[dict], text: Callable[[str], str]) -> list[list[st
     """The claims' table cells in Markdown, each free-text field passed through ``text``."""
     return [
         [
-            text(str(c["seed"])),
+            text(str(c["paper"])),
             _code(c["experiment"]),
             text(str(c["claim"])),
             f"**{c['held']}**",
@@ -232,18 +300,186 @@ def _claims_rows(claims: list[dict], text: Callable[[str], str]) -> list[list[st
     ]
 
 
-CLAIM_HEADER = ["seed", "experiment", "claim", "held?", "numbers"]
+CLAIM_HEADER = ["paper", "experiment", "claim", "held?", "numbers"]
+CLAIMS_HEADING = "Claims of the papers, checked against these runs"
+NOT_RUN_HEADING = "Not run here"
 
 
-def _markdown(runs: list[Run], claims: list[dict], missing: list[str], base: Path) -> str:
-    lines = ["# crossdistill: every result", ""]
+@dataclass
+class NotRun:
+    """A built-in experiment with no run among those reported: its name, the first sentence of
+    its description, and why it was not run, as a sentence."""
+
+    name: str
+    summary: str
+    reason: str
+
+
+def not_run(name: str, path: Path) -> NotRun:
+    """The built-in experiment ``name`` (config file ``path``) as not run: the reason is the
+    data it needs that is not on this machine (`missing_data`), or else that no run directory
+    was given for it."""
+    fields = _parse_yaml(_read_text(path), path)
+    fields = fields if isinstance(fields, dict) else {}
+    description = fields.get("description")
+    missing = missing_data(fields)
+    if missing:
+        reason = f"Its data is not on this machine: {'; '.join(missing)}."
+    else:
+        reason = "No run directory given for it (its data is on this machine)."
+    summary = first_sentence(description) if isinstance(description, str) else ""
+    return NotRun(name, summary, reason)
+
+
+def missing_data(config: object) -> list[str]:
+    """What of a config's data and weight files is on none of the places the data layer looks
+    in (`search_places`: ``$CROSSDISTILL_DATA``, then the cache), one phrase each, naming the
+    dataset and the files or folder it lacks. Embedded and generated data is never missing;
+    data made from other datasets (GeneratedMNIST, the VAE translator) needs theirs.
+
+    ``config`` is the config as read from YAML; every mapping with a ``name`` below its top
+    level is a component spec, looked up by that name.
+    """
+    found: list[str] = []
+    office: dict[str, list[str]] = {}  # folder → its missing domains: one phrase for them all
+    for spec in _specs(list(config.values()) if isinstance(config, Mapping) else []):
+        if spec["name"] == "office31":
+            domain, folder = str(spec.get("domain")), str(spec.get("folder", "office31"))
+            files = [file.format(domain) for file in _OFFICE_FILES]
+            if not any(_held(folder, (file,)) for file in files):
+                office.setdefault(folder, [])
+                if domain not in office[folder]:
+                    office[folder].append(domain)
+            continue
+        for what in _missing_of(spec):
+            if what not in found:
+                found.append(what)
+    for folder, domains in office.items():
+        domains.sort()
+        listed = " and ".join(", ".join(domains).rsplit(", ", 1))
+        first = domains[0]
+        found.append(
+            f"the Office-31 features of the {listed} domain{'s' * (len(domains) > 1)} (one "
+            f"file per domain in {folder}/, e.g. {first}.mat, {first}.npz, {first}.csv or "
+            f"{first}_fc7.mat)"
+        )
+    return found
+
+
+def _specs(value: object) -> Iterator[Mapping]:
+    """Every mapping with a text ``name`` in ``value`` (mappings and lists), depth first."""
+    if isinstance(value, Mapping):
+        if isinstance(value.get("name"), str):
+            yield value
+        children: Sequence[object] = list(value.values())
+    elif isinstance(value, list):
+        children = value
+    else:
+        return
+    for child in children:
+        yield from _specs(child)
+
+
+_IDX = {"fashion_mnist": ("Fashion-MNIST", "fashion-mnist"), "mnist": ("MNIST", "mnist")}
+"""The MNIST-like datasets of four official files: their name and default folder."""
+
+_CIFAR_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+_OFFICE_FILES = tuple(
+    stem + suffix for stem in ("{}", "{}_fc7", "{}_decaf") for suffix in (".mat", ".npz", ".csv")
+)
+_DOWNLOADS = "a run downloads it when online"
+
+
+def _missing_of(spec: Mapping) -> list[str]:
+    """What the component ``spec`` needs that is not here (see `missing_data`)."""
+    name = spec["name"]
+    if name in ("generated_mnist", "vae_translator"):  # made from both, by the translator
+        return [*_missing_of({"name": "fashion_mnist"}), *_missing_of({"name": "mnist"})]
+    if name in _IDX:
+        title, folder = _IDX[name]
+        if _held(folder, OFFICIAL_IDX_NAMES):
+            return []
+        return [f"{title} (its four official files in {folder}/; {_DOWNLOADS})"]
+    if name == "mnist_10k":
+        if _held("mnist-10k", ("images-idx3-ubyte.gz", "labels-idx1-ubyte.gz")):
+            return []
+        return ["the 10 000-image MNIST sample (mnist-10k/)"]
+    if name in ("cifar10", "imagenette"):
+        title, official, required = {
+            "cifar10": ("CIFAR-10", "cifar-10-batches-py", _CIFAR_FILES),
+            "imagenette": ("Imagenette", "imagenette2-160", ("train", "val")),
+        }[name]
+        folder = str(spec.get("folder", official))
+        if _held(folder, required):
+            return []
+        inside = "its batch files" if name == "cifar10" else "train/ and val/"
+        download = f"; {_DOWNLOADS}" if folder == official else ""
+        return [f"{title} ({inside} in {folder}/{download})"]
+    if name in ("style_transfer", "fast_style_transfer"):
+        return _missing_weights(spec)
+    return []
+
+
+def _missing_weights(spec: Mapping) -> list[str]:
+    """The VGG weights and style image a style-transfer mapping ``spec`` needs, if not here."""
+    missing = []
+    arch = str(spec.get("arch", "vgg19"))
+    known = KNOWN_WEIGHTS.get(arch)
+    if known is not None:
+        given = spec.get("weights")
+        file = Path(str(given)).expanduser() if given is not None else default_weights_path(arch)
+        if file is None or not file.is_file():
+            where = given if given is not None else f"$CROSSDISTILL_DATA/{known.relative_path}"
+            missing.append(f"the ImageNet VGG-{arch[3:]} weights ({where})")
+    image = spec.get("style_image")
+    local = isinstance(image, str) and not image.startswith("sklearn:")
+    if local and not Path(image).expanduser().is_file():
+        missing.append(f"the style image {image}")
+    return missing
+
+
+def _held(folder: str, required: Sequence[str]) -> bool:
+    """Whether a place the data layer looks in holds ``folder`` with everything in
+    ``required``."""
+    try:
+        places = search_places(folder, None)
+    except ValueError:  # not a folder name: the run's own check says so
+        return True
+    return any(all((place / entry).exists() for entry in required) for place, _ in places)
+
+
+def _title(runs: Sequence[Run]) -> str:
+    """The page's title: the experiments reported, by name (a count and the first ones when
+    there are more than four)."""
+    names = list(dict.fromkeys(run.name for run in runs))
+    if len(names) <= 4:
+        shown = ", ".join(names) if names else "no runs"
+    else:
+        count = f"{len(runs)} runs of " if len(runs) != len(names) else ""
+        shown = f"{count}{len(names)} experiments ({', '.join(names[:3])}, …)"
+    return f"crossdistill results: {shown}"
+
+
+def _contents(runs: Sequence[Run]) -> str:
+    """The line under the title naming every run, in page order (Markdown)."""
+    names = [
+        _code(run.name) + (f" ({_text(run.label)})" if run.label != run.name else "")
+        for run in runs
+    ]
+    return f"Experiments reported ({len(runs)}): " + ", ".join(names) + "."
+
+
+def _markdown(runs: list[Run], claims: list[dict], missing: list[NotRun], base: Path) -> str:
+    lines = [f"# {_text(_title(runs))}", ""]
+    if len(runs) > 1:
+        lines += [_contents(runs), ""]
     if claims:
         rows = _claims_rows(claims, _text)
-        lines += ["## The seeds' claims", "", _pipe_table(CLAIM_HEADER, rows), ""]
+        lines += [f"## {CLAIMS_HEADING}", "", _pipe_table(CLAIM_HEADER, rows), ""]
     for run in runs:
-        lines += [f"## {_code(run.label)}", ""]
-        if run.description:
-            lines += [_text(run.description), ""]
+        lines += [f"## {run.heading}", ""]
+        if run.details:
+            lines += [_text(run.details), ""]
         lines += [
             _fenced(run.command or "(command not recorded)", "bash"),
             "",
@@ -265,32 +501,40 @@ def _markdown(runs: list[Run], claims: list[dict], missing: list[str], base: Pat
         ]
     if missing:
         lines += [
-            "## Not run here",
+            f"## {NOT_RUN_HEADING}",
             "",
-            ", ".join(_code(name) for name in missing)
-            + ": built-in experiments with no run directory among those reported "
-            "(their data is not on this machine).",
+            "Built-in experiments with no run directory among those reported:",
             "",
         ]
+        for item in missing:
+            summary = f" — {_text(item.summary)}" if item.summary else ""
+            lines.append(f"- {_code(item.name)}{summary} {_text(item.reason)}")
+        lines.append("")
     return "\n".join(lines)
 
 
-def _html(runs: list[Run], claims: list[dict], missing: list[str]) -> str:
+def _html(runs: list[Run], claims: list[dict], missing: list[NotRun]) -> str:
+    title = html.escape(_title(runs))
     parts = [
         "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8"><title>crossdistill: every result</title>',
+        f'<html lang="en"><head><meta charset="utf-8"><title>{title}</title>',
         f"<style>{_STYLE}</style></head><body>",
-        "<h1>crossdistill: every result</h1>",
+        f"<h1>{title}</h1>",
     ]
+    if len(runs) > 1:
+        names = ", ".join(
+            f'<a href="#{html.escape(run.label)}"><code>{html.escape(run.name)}</code></a>'
+            + (f" ({html.escape(run.label)})" if run.label != run.name else "")
+            for run in runs
+        )
+        parts.append(f"<p>Experiments reported ({len(runs)}): {names}.</p>")
     if claims:
         rows = _claims_rows(claims, str)
-        parts += ["<h2>The seeds' claims</h2>", _html_table(CLAIM_HEADER, rows)]
+        parts += [f"<h2>{CLAIMS_HEADING}</h2>", _html_table(CLAIM_HEADER, rows)]
     for run in runs:
-        parts.append(
-            f'<h2 id="{html.escape(run.label)}"><code>{html.escape(run.label)}</code></h2>'
-        )
-        if run.description:
-            parts.append(f"<p>{html.escape(run.description)}</p>")
+        parts.append(f'<h2 id="{html.escape(run.label)}">{_inline_heading(run)}</h2>')
+        if run.details:
+            parts.append(f"<p>{html.escape(run.details)}</p>")
         parts.append(f"<pre>{html.escape(run.command or '(command not recorded)')}</pre>")
         parts.append(_markdown_to_html(run.table))
         for figure in run.figures:
@@ -305,13 +549,26 @@ def _html(runs: list[Run], claims: list[dict], missing: list[str]) -> str:
             "</details>"
         )
     if missing:
-        names = ", ".join(f"<code>{html.escape(n)}</code>" for n in missing)
+        items = "".join(
+            f"<li><code>{html.escape(item.name)}</code>"
+            + (f" — {html.escape(item.summary)}" if item.summary else "")
+            + f" {html.escape(item.reason)}</li>"
+            for item in missing
+        )
         parts.append(
-            f"<h2>Not run here</h2><p>{names}: built-in experiments with no run directory among "
-            "those reported (their data is not on this machine).</p>"
+            f"<h2>{NOT_RUN_HEADING}</h2><p>Built-in experiments with no run directory among "
+            f"those reported:</p><ul>{items}</ul>"
         )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _inline_heading(run: Run) -> str:
+    """A run's heading (`Run.heading`) as HTML."""
+    variant = f" with <code>{html.escape(' '.join(run.overrides))}</code>" if run.overrides else ""
+    summary = first_sentence(run.description)
+    tail = f": {html.escape(summary)}" if summary else ""
+    return f"<code>{html.escape(run.name)}</code>{variant}{tail}"
 
 
 _STYLE = (
