@@ -42,6 +42,15 @@ def test_triplet_loss_is_zero_when_every_margin_is_met() -> None:
     assert triplet_loss(anchor, positive, negative, margin=4.0).item() > 0.0
 
 
+def test_a_batch_without_triplets_gives_zero_loss_with_a_gradient_not_nan() -> None:
+    codes = torch.randn(4, 3, requires_grad=True)
+    anchor, positive, negative = class_triplets(torch.arange(4))  # one row per class: none
+    assert len(anchor) == 0
+    loss = triplet_loss(codes[anchor], codes[positive], codes[negative])
+    loss.backward()
+    assert loss.item() == 0.0 and codes.grad is not None and codes.grad.abs().sum() == 0
+
+
 def test_class_triplets_pair_each_anchor_with_its_class_and_another() -> None:
     labels = torch.tensor([0, 0, 1, 1, 1, 2])
     anchor, positive, negative = class_triplets(labels, torch.Generator().manual_seed(0))

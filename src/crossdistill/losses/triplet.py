@@ -12,7 +12,8 @@ def triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: flo
     the sum; the mean makes the scale independent of the number of triplets).
 
     ``anchor``, ``positive`` and ``negative`` are embeddings ``(N, D)`` (row i is one triplet);
-    ``margin`` m ≥ 0 is in squared embedding units. Returns a scalar.
+    ``margin`` m ≥ 0 is in squared embedding units. Returns a scalar: 0 when N = 0 (a batch
+    from which `class_triplets` mines none, e.g. one row per class), not the NaN of an empty mean.
     """
     if not anchor.shape == positive.shape == negative.shape or anchor.dim() != 2:
         raise ValueError(
@@ -23,7 +24,7 @@ def triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: flo
         raise ValueError(f"margin must be ≥ 0, got {margin}")
     near = (anchor - positive).pow(2).sum(1)
     far = (anchor - negative).pow(2).sum(1)
-    return torch.relu(margin + near - far).mean()
+    return torch.relu(margin + near - far).sum() / max(len(anchor), 1)
 
 
 class TripletLoss(nn.Module):
