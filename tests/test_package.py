@@ -158,20 +158,19 @@ def test_every_module_imports_by_its_dotted_name_and_exports_what_its_all_names(
             assert getattr(module, public) is not None, f"{name}.{public}"
 
 
-def test_subpackages_are_the_modules_and_registries_live_apart() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import crossdistill.mappings.vae as v, crossdistill.methods.gdda as g; "
-            "import crossdistill.models as m; import types; "
-            "assert isinstance(m, types.ModuleType), m; print(m.__name__)",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def _python(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter; it must exit 0."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_subpackages_are_the_modules_and_registries_live_apart() -> None:
+    done = _python(
+        "import crossdistill.mappings.vae as v, crossdistill.methods.gdda as g; "
+        "import crossdistill.models as m; import types; "
+        "assert isinstance(m, types.ModuleType), m; print(m.__name__)"
+    )
     assert done.stdout == "crossdistill.models\n"
     for name, registry in [("models", models), ("mappings", mappings), ("methods", methods)]:
         assert getattr(crossdistill, name) is importlib.import_module(f"crossdistill.{name}")
@@ -180,20 +179,12 @@ def test_subpackages_are_the_modules_and_registries_live_apart() -> None:
 
 
 def test_a_registry_fills_itself_on_first_read_without_importing_at_creation() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from crossdistill.registries import models, datasets; "
-            "assert 'torch' not in sys.modules; "
-            "assert 'mlp' in models.names() and 'generated_mnist' in datasets.names(); "
-            "assert 'torch' in sys.modules",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    _python(
+        "import sys; from crossdistill.registries import models, datasets; "
+        "assert 'torch' not in sys.modules; "
+        "assert 'mlp' in models.names() and 'generated_mnist' in datasets.names(); "
+        "assert 'torch' in sys.modules"
     )
-    assert done.returncode == 0, done.stderr
 
 
 def test_public_names_are_imported_on_first_use() -> None:
