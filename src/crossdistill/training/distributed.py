@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -94,13 +95,25 @@ def start(processes: int | None = None, accelerator: str = "cpu") -> Fabric | No
     return fabric
 
 
-def stopped() -> list[str]:
+def stopped(wait: float = 3.0) -> list[str]:
     """The other processes of this run that are known to have stopped, as ``"rank R (how)"``:
     on the first process, those it launched that ended with an error or a signal; on a process
     it launched, the first process once it is gone. Empty alone, under ``torchrun`` (whose
-    agent watches the processes), and while all run."""
+    agent watches the processes), and while all run.
+
+    A peer's sockets close a moment before its death can be seen (its exit status, or this
+    process's new parent), so this looks again for up to ``wait`` seconds before answering
+    that none stopped; it is called only once an error has already stopped this process."""
     if _engine is None:
         return []
+    deadline = time.monotonic() + wait
+    while not (found := _stopped_now()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def _stopped_now() -> list[str]:
+    """`stopped`, looked at once."""
     found = []
     children = getattr(getattr(_engine.strategy, "launcher", None), "procs", [])
     for rank, child in enumerate(children, start=1):
