@@ -23,7 +23,6 @@ import pytest
 import torch
 from PIL import Image
 
-import crossdistill.mappings  # noqa: F401  (registers generated_mnist and regular_view)
 from crossdistill.data import (
     ArrayData,
     DataFormatError,

@@ -30,6 +30,8 @@ _ARCHIVE = RemoteArchive(
 )
 _TRAIN = tuple(f"data_batch_{number}" for number in range(1, 6))
 _TEST = "test_batch"
+CIFAR10_FOLDER, CIFAR10_FILES = _ARCHIVE.root, (*_TRAIN, _TEST)
+"""The official archive's folder, and its batch files: Train's five, then Test."""
 _SHAPE = (3, 32, 32)
 _PIXELS = 3 * 32 * 32
 _CLASSES = 10
@@ -119,7 +121,7 @@ def cifar10(
     official ``cifar-10-python.tar.gz`` is downloaded, checked against its md5 and unpacked into
     the cache (only for the official folder name); a damaged batch there is unpacked again.
     """
-    required = (*_TRAIN, _TEST)
+    required = CIFAR10_FILES
     root = locate_unpacked(folder, required, _ARCHIVE, data_dir, download)
     rebuild = unpack_again(root, required, _ARCHIVE, data_dir, download)
 

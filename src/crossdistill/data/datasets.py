@@ -64,6 +64,12 @@ _MNIST_10K_FILES = (
 """The 10 000-image MNIST sample (md5s of the copy this project was given; it has no mirror)."""
 
 _DIGIT_CLASSES = 10
+
+IDX_FOLDERS = {"fashion_mnist": "fashion-mnist", "mnist": "mnist", "mnist_10k": "mnist-10k"}
+"""The folder each IDX dataset is read from (under ``$CROSSDISTILL_DATA`` or the cache)."""
+
+MNIST_10K_NAMES = tuple(file.name for file in _MNIST_10K_FILES)
+"""The files of the 10 000-image MNIST sample."""
 """The classes of MNIST, Fashion-MNIST and scikit-learn's digits."""
 
 
@@ -231,7 +237,7 @@ def fashion_mnist(
     """Fashion-MNIST: 28×28 grey clothes in 10 classes; Train 60 000, Test the official 10 000."""
     return _official_idx(
         "fashion_mnist",
-        "fashion-mnist",
+        IDX_FOLDERS["fashion_mnist"],
         _FASHION_MNIST_MD5,
         _FASHION_MNIST_MIRRORS,
         small,
@@ -247,7 +253,7 @@ def mnist(
 ) -> DomainSplits:
     """MNIST: 28×28 grey handwritten digits; Train 60 000, Test the official 10 000."""
     return _official_idx(
-        "mnist", "mnist", _MNIST_MD5, _MNIST_MIRRORS, small, seed, data_dir, download
+        "mnist", IDX_FOLDERS["mnist"], _MNIST_MD5, _MNIST_MIRRORS, small, seed, data_dir, download
     )
 
 
@@ -264,7 +270,7 @@ def mnist_10k(
 
     Test is a seeded random ``test`` rows (default 1 000), Train the other 9 000.
     """
-    root = locate("mnist-10k", _MNIST_10K_FILES, (), data_dir, download)
+    root = locate(IDX_FOLDERS["mnist_10k"], _MNIST_10K_FILES, (), data_dir, download)
     images, labels = (root / file.name for file in _MNIST_10K_FILES)
     data = load_idx_pair(images, labels)
     check_labels(data.y, _DIGIT_CLASSES, f"{labels}:", "mnist_10k")

@@ -33,6 +33,8 @@ _ARCHIVE = RemoteArchive(
     mirrors=("https://s3.amazonaws.com/fast-ai-imageclas/",),
 )
 _TRAIN, _TEST = "train", "val"
+IMAGENETTE_FOLDER, IMAGENETTE_PARTS = _ARCHIVE.root, (_TRAIN, _TEST)
+"""The official archive's folder and the two folders inside it that a run reads."""
 
 _DECODER_VERSION = 1
 """Part of every decoded cache's name; bump it when :func:`decode_image` changes its output."""

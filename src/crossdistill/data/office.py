@@ -158,14 +158,15 @@ def office31(
     return split_held_out(data, held_out, small, seed, _CLASSES)
 
 
-def _file_names(domain: str) -> list[str]:
-    """The file names a domain's features may have, in the order they are listed in messages."""
+def feature_file_names(domain: str) -> list[str]:
+    """The file names an Office-31 domain's features may have, in the order they are listed in
+    messages."""
     return [stem.format(domain=domain) + suffix for stem in _STEMS for suffix in _SUFFIXES]
 
 
 def _feature_file(domain: str, folder: str, data_dir: str | Path | None) -> Path:
     """The one feature file of ``domain`` in the first place that holds any."""
-    names = _file_names(domain)
+    names = feature_file_names(domain)
     places = search_places(folder, data_dir)
     looked = []
     for place, origin in places:

@@ -23,7 +23,10 @@ from urllib.parse import quote
 import yaml
 
 from ..builtin import first_sentence
-from ..data.datasets import OFFICIAL_IDX_NAMES
+from ..data.cifar import CIFAR10_FILES, CIFAR10_FOLDER
+from ..data.datasets import IDX_FOLDERS, MNIST_10K_NAMES, OFFICIAL_IDX_NAMES
+from ..data.imagenette import IMAGENETTE_FOLDER, IMAGENETTE_PARTS
+from ..data.office import feature_file_names
 from ..data.sources import search_places
 from ..errors import CrossdistillError
 from ..files import write_if_changed
@@ -345,7 +348,7 @@ def missing_data(config: object) -> list[str]:
     for spec in _specs(list(config.values()) if isinstance(config, Mapping) else []):
         if spec["name"] == "office31":
             domain, folder = str(spec.get("domain")), str(spec.get("folder", "office31"))
-            files = [file.format(domain) for file in _OFFICE_FILES]
+            files = feature_file_names(domain)
             if not any(_held(folder, (file,)) for file in files):
                 office.setdefault(folder, [])
                 if domain not in office[folder]:
@@ -357,11 +360,10 @@ def missing_data(config: object) -> list[str]:
     for folder, domains in office.items():
         domains.sort()
         listed = " and ".join(", ".join(domains).rsplit(", ", 1))
-        first = domains[0]
+        *examples, last = feature_file_names(domains[0])[:4]
         found.append(
             f"the Office-31 features of the {listed} domain{'s' * (len(domains) > 1)} (one "
-            f"file per domain in {folder}/, e.g. {first}.mat, {first}.npz, {first}.csv or "
-            f"{first}_fc7.mat)"
+            f"file per domain in {folder}/, e.g. {', '.join(examples)} or {last})"
         )
     return found
 
@@ -380,13 +382,9 @@ def _specs(value: object) -> Iterator[Mapping]:
         yield from _specs(child)
 
 
-_IDX = {"fashion_mnist": ("Fashion-MNIST", "fashion-mnist"), "mnist": ("MNIST", "mnist")}
-"""The MNIST-like datasets of four official files: their name and default folder."""
+_IDX_TITLES = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST"}
+"""The MNIST-like datasets of four official files, by their titles."""
 
-_CIFAR_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
-_OFFICE_FILES = tuple(
-    stem + suffix for stem in ("{}", "{}_fc7", "{}_decaf") for suffix in (".mat", ".npz", ".csv")
-)
 _DOWNLOADS = "a run downloads it when online"
 
 
@@ -395,19 +393,19 @@ def _missing_of(spec: Mapping) -> list[str]:
     name = spec["name"]
     if name in ("generated_mnist", "vae_translator"):  # made from both, by the translator
         return [*_missing_of({"name": "fashion_mnist"}), *_missing_of({"name": "mnist"})]
-    if name in _IDX:
-        title, folder = _IDX[name]
+    if name in _IDX_TITLES:
+        title, folder = _IDX_TITLES[name], IDX_FOLDERS[name]
         if _held(folder, OFFICIAL_IDX_NAMES):
             return []
         return [f"{title} (its four official files in {folder}/; {_DOWNLOADS})"]
     if name == "mnist_10k":
-        if _held("mnist-10k", ("images-idx3-ubyte.gz", "labels-idx1-ubyte.gz")):
+        if _held(IDX_FOLDERS[name], MNIST_10K_NAMES):
             return []
-        return ["the 10 000-image MNIST sample (mnist-10k/)"]
+        return [f"the 10 000-image MNIST sample ({IDX_FOLDERS[name]}/)"]
     if name in ("cifar10", "imagenette"):
         title, official, required = {
-            "cifar10": ("CIFAR-10", "cifar-10-batches-py", _CIFAR_FILES),
-            "imagenette": ("Imagenette", "imagenette2-160", ("train", "val")),
+            "cifar10": ("CIFAR-10", CIFAR10_FOLDER, CIFAR10_FILES),
+            "imagenette": ("Imagenette", IMAGENETTE_FOLDER, IMAGENETTE_PARTS),
         }[name]
         folder = str(spec.get("folder", official))
         if _held(folder, required):
