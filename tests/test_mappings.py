@@ -1,5 +1,7 @@
 """Mappings φ: shapes, exact values against hand computations, seeding, registry, fingerprint."""
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,13 +9,17 @@ from torch import nn
 
 from crossdistill.mappings import (
     Compose,
+    Crop,
     DilatedConv,
     GaussianNoise,
     Identity,
+    Mask,
     Resize,
+    crop,
     dilated_conv,
     gaussian_noise,
     invert,
+    mask,
     pad,
     resize,
     rotate,
@@ -126,9 +132,19 @@ def test_unknown_name_lists_the_registered_names() -> None:
         mappings.build("blur")
 
 
-@pytest.mark.parametrize("name", ["identity", "gaussian_noise", "dilated_conv", "resize"])
-def test_mappings_hold_nothing_trainable(name: str) -> None:
-    module = mappings.build({"name": "compose", "steps": [name]})
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "identity",
+        "gaussian_noise",
+        "dilated_conv",
+        "resize",
+        {"name": "crop", "top": 1, "left": 2, "height": 3, "width": 4},
+        {"name": "mask", "top": 1, "height": 2, "channels": [0]},
+    ],
+)
+def test_mappings_hold_nothing_trainable(spec: str | dict) -> None:
+    module = mappings.build({"name": "compose", "steps": [spec]})
     assert not any(t.requires_grad for t in [*module.parameters(), *module.buffers()])
 
 
@@ -188,3 +204,145 @@ def test_rotate_pad_invert() -> None:
     assert torch.equal(mappings.build("invert")(images), 1 - images)
     with pytest.raises(ValueError, match="padding"):
         pad(images, -1)
+
+
+def seen_pixels(phi, shape: tuple[int, int, int, int]) -> torch.Tensor:
+    """Boolean (C, H, W): the input pixels whose change alters a fixed random linear teacher's
+    output on ``phi(x)``, found by changing each pixel of ``x`` in turn by +1."""
+    x = images(*shape)
+    weight = torch.randn(phi(x)[0].numel(), 3, generator=torch.Generator().manual_seed(1))
+
+    def teacher(z: torch.Tensor) -> torch.Tensor:
+        return z.flatten(1) @ weight
+
+    before = teacher(phi(x))
+    seen = torch.zeros(shape[1:], dtype=torch.bool)
+    for c, i, j in itertools.product(*map(range, shape[1:])):
+        changed = x.clone()
+        changed[:, c, i, j] += 1.0
+        seen[c, i, j] = not torch.equal(teacher(phi(changed)), before)
+    return seen
+
+
+def region(shape: tuple[int, int, int], channels, rows: slice, columns: slice) -> torch.Tensor:
+    inside = torch.zeros(shape, dtype=torch.bool)
+    inside[channels, rows, columns] = True
+    return inside
+
+
+def test_crop_is_the_slice_and_keeps_the_whole_image_when_it_fits_exactly() -> None:
+    x = images(2, 3, 6, 7)
+    assert crop(x, 1, 2, 3, 4).equal(x[:, :, 1:4, 2:6])
+    assert Crop(top=1, left=2, height=3, width=4)(x).shape == (2, 3, 3, 4)
+    assert Crop(top=0, left=0, height=6, width=7)(x).equal(x)
+    assert crop(x, 5, 6, 1, 1).equal(x[:, :, 5:, 6:])
+
+
+def test_mask_equals_a_hand_built_image() -> None:
+    x = images(2, 3, 5, 6)
+    expected = torch.full_like(x, 0.5)
+    expected[:, [0, 2], 1:3, 2:] = x[:, [0, 2], 1:3, 2:]
+    out = Mask(top=1, left=2, height=2, channels=[2, 0], value=0.5)(x)
+    assert out.equal(expected) and out.dtype == x.dtype
+    assert Mask()(x).equal(x)  # the defaults hide nothing
+    right = mask(x, left=4)
+    assert right[..., 4:].equal(x[..., 4:]) and not right[..., :4].any()
+
+
+def test_a_teacher_after_crop_sees_exactly_its_region() -> None:
+    shape = (2, 2, 5, 6)
+    phi = Crop(top=1, left=2, height=3, width=3)
+    inside = region(shape[1:], slice(None), slice(1, 4), slice(2, 5))
+    assert seen_pixels(phi, shape).equal(inside)
+    # every pixel outside changed at once: the same teacher output
+    x = images(*shape)
+    changed = torch.where(inside, x, images(*shape, seed=9))
+    assert phi(changed).equal(phi(x)) and not changed.equal(x)
+
+
+@pytest.mark.parametrize(
+    ("settings", "channels", "rows", "columns"),
+    [
+        ({"top": 1, "left": 2, "height": 3, "width": 3}, [0, 1, 2], slice(1, 4), slice(2, 5)),
+        ({"top": 2, "left": 4}, [0, 1, 2], slice(2, 5), slice(4, 6)),
+        ({"channels": [1]}, [1], slice(0, 5), slice(0, 6)),
+        (
+            {"top": 3, "width": 2, "channels": [2, 0], "value": 0.5},
+            [0, 2],
+            slice(3, 5),
+            slice(0, 2),
+        ),
+    ],
+)
+def test_a_teacher_after_mask_sees_exactly_its_region_and_channels(
+    settings: dict, channels: list[int], rows: slice, columns: slice
+) -> None:
+    shape = (2, 3, 5, 6)
+    phi = Mask(**settings)
+    inside = region(shape[1:], channels, rows, columns)
+    assert seen_pixels(phi, shape).equal(inside)
+    x = images(*shape)
+    changed = torch.where(inside, x, images(*shape, seed=9))
+    assert phi(changed).equal(phi(x)) and not changed.equal(x)
+
+
+def test_crop_and_mask_reject_rectangles_and_channels_that_do_not_fit() -> None:
+    digits = images(1, 1, 28, 28)
+    with pytest.raises(ValueError, match="crop rows 14…41 do not fit in an image of height 28"):
+        crop(digits, 14, 0, 28, 5)
+    with pytest.raises(ValueError, match="crop columns 20…28 do not fit in an image of width 28"):
+        Crop(top=0, left=20, height=1, width=9)(digits)
+    with pytest.raises(ValueError, match="mask rows 28 to the edge do not fit .* height 28"):
+        Mask(top=28)(digits)
+    with pytest.raises(ValueError, match="mask columns 27…28 do not fit .* width 28"):
+        mask(digits, left=27, width=2)
+    with pytest.raises(ValueError, match=r"mask channel 3 does not exist .* 3 channels \(0…2\)"):
+        Mask(channels=[0, 3])(images(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="batch of images"):
+        crop(images(1, 28, 28), 0, 0, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Crop(top=-1, left=0, height=1, width=1), "top must be an int >= 0, got -1"),
+        (lambda: Crop(top=0, left=0, height=0, width=1), "height must be an int >= 1, got 0"),
+        (lambda: Crop(top=0, left=1.5, height=1, width=1), "left must be an int >= 0, got 1.5"),
+        (lambda: Crop(top=0, left=0, height=1, width=None), "width must be an int >= 1, got None"),
+        (lambda: Mask(width=0), "width must be an int >= 1, got 0"),
+        (lambda: Mask(top=True), "top must be an int >= 0, got True"),
+        (lambda: Mask(channels=[-1]), "each of channels must be an int >= 0, got -1"),
+        (lambda: Mask(channels=[]), "channels must be a non-empty list"),
+        (lambda: Mask(channels=1), "channels must be a non-empty list"),
+    ],
+)
+def test_crop_and_mask_check_their_settings_when_built(build, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_crop_and_mask_build_by_name() -> None:
+    x = images(2, 3, 6, 7)
+    cropped = mappings.build({"name": "crop", "top": 1, "left": 2, "height": 3, "width": 4})
+    assert isinstance(cropped, Crop) and cropped(x).equal(x[:, :, 1:4, 2:6])
+    masked = mappings.build({"name": "mask", "left": 3, "channels": [1], "value": 0.5})
+    assert isinstance(masked, Mask) and masked.channels == (1,)
+    assert masked(x).equal(mask(x, left=3, channels=[1], value=0.5))
+    assert "top=1, left=2, height=3, width=4" in repr(cropped)
+    assert "top=0, left=3, height=None, width=None, channels=(1,), value=0.5" in repr(masked)
+
+
+def test_fingerprint_of_crop_and_mask_tracks_every_setting() -> None:
+    settings = {"top": 1, "left": 2, "height": 3, "width": 4}
+    base = fingerprint(Crop(**settings))
+    assert base == fingerprint(Crop(**settings))
+    for name in settings:
+        assert base != fingerprint(Crop(**{**settings, name: settings[name] + 1})), name
+    settings = {"top": 1, "left": 2, "height": 3, "width": 4, "channels": [0], "value": 0.0}
+    base = fingerprint(Mask(**settings))
+    assert base == fingerprint(Mask(**settings))
+    assert base == fingerprint(Mask(**{**settings, "channels": (0,), "value": 0}))
+    changes = {"top": 2, "left": 3, "height": None, "width": 5, "channels": [0, 1], "value": 1.0}
+    for name, changed in changes.items():
+        assert base != fingerprint(Mask(**{**settings, name: changed})), name
+    assert fingerprint(Mask()) != fingerprint(Mask(channels=[0]))

@@ -1,5 +1,5 @@
 """Fixed mappings φ: identity, Gaussian noise, dilated convolution, resize, pad, rotate, invert,
-compose.
+crop, mask, compose.
 
 Each exists as a function on tensors and as a registered ``nn.Module`` holding its settings.
 None has trainable state: parameters and buffers never require grad.
@@ -99,6 +99,90 @@ def rotate(x: Tensor, degrees: float) -> Tensor:
 def invert(x: Tensor, maximum: float = 1.0) -> Tensor:
     """``maximum − x``: white digits on black become black on white; any shape."""
     return maximum - x
+
+
+def _check_index(name: str, value: object, minimum: int) -> None:
+    """``value`` must be an int (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _check_rectangle(
+    top: int, left: int, height: int | None, width: int | None, *, to_edge: bool
+) -> None:
+    """Offsets ints ≥ 0 and sizes ints ≥ 1 (or None, "to the edge", where ``to_edge``)."""
+    _check_index("top", top, 0)
+    _check_index("left", left, 0)
+    for name, length in [("height", height), ("width", width)]:
+        if not (to_edge and length is None):
+            _check_index(name, length, 1)
+
+
+def _check_channels(channels: Sequence[int] | None) -> None:
+    """``channels`` None or a non-empty sequence of ints ≥ 0."""
+    if channels is None:
+        return
+    if isinstance(channels, int | str) or len(channels) == 0:
+        raise ValueError(
+            "channels must be a non-empty list of channel indices (None keeps every channel), "
+            f"got {channels!r}"
+        )
+    for channel in channels:
+        _check_index("each of channels", channel, 0)
+
+
+def _span(kind: str, axis: str, start: int, length: int | None, size: int, side: str) -> slice:
+    """The slice ``start … start + length − 1`` (to the edge when ``length`` is None) of an image
+    axis of ``size`` pixels, or a ValueError naming both when it does not fit."""
+    stop = size if length is None else start + length
+    if start >= size or stop > size:
+        span = f"{start} to the edge" if length is None else f"{start}…{stop - 1}"
+        raise ValueError(f"{kind} {axis} {span} do not fit in an image of {side} {size}")
+    return slice(start, stop)
+
+
+def crop(x: Tensor, top: int, left: int, height: int, width: int) -> Tensor:
+    """The rectangle of rows ``top … top + height − 1`` and columns ``left … left + width − 1``
+    (pixels, from the top-left corner) of images ``x`` (N, C, H, W): (N, C, height, width), a
+    contiguous copy (a slice's view would keep all of ``x`` alive in a cache). A rectangle that
+    does not fit inside H × W raises ValueError."""
+    _check_images(x)
+    _check_rectangle(top, left, height, width, to_edge=False)
+    rows = _span("crop", "rows", top, height, x.shape[2], "height")
+    columns = _span("crop", "columns", left, width, x.shape[3], "width")
+    return x[:, :, rows, columns].contiguous()
+
+
+def mask(
+    x: Tensor,
+    top: int = 0,
+    left: int = 0,
+    height: int | None = None,
+    width: int | None = None,
+    channels: Sequence[int] | None = None,
+    value: float = 0.0,
+) -> Tensor:
+    """Images ``x`` (N, C, H, W) with every pixel outside the rectangle of rows
+    ``top … top + height − 1`` and columns ``left … left + width − 1`` (pixels; ``None`` height or
+    width: to the bottom or right edge), and every channel not in ``channels`` (indices; ``None``:
+    all), set to ``value``; same shape and dtype. A rectangle that does not fit inside H × W or a
+    channel index ≥ C raises ValueError."""
+    _check_images(x)
+    _check_rectangle(top, left, height, width, to_edge=True)
+    _check_channels(channels)
+    rows = _span("mask", "rows", top, height, x.shape[2], "height")
+    columns = _span("mask", "columns", left, width, x.shape[3], "width")
+    count = x.shape[1]
+    for channel in channels or ():
+        if channel >= count:
+            raise ValueError(
+                f"mask channel {channel} does not exist in an image with {count} channels "
+                f"(0…{count - 1})"
+            )
+    keep = torch.zeros(x.shape[1:], dtype=torch.bool, device=x.device)
+    kept_channels = slice(None) if channels is None else list(channels)
+    keep[kept_channels, rows, columns] = True
+    return x.masked_fill(~keep, value)
 
 
 @mappings.register("identity")
@@ -283,6 +367,63 @@ class Invert(nn.Module):
 
     def extra_repr(self) -> str:
         return f"maximum={self.maximum}"
+
+
+@mappings.register("crop")
+class Crop(nn.Module):
+    """Keep only a rectangle of each image: (N, C, H, W) → (N, C, ``height``, ``width``), see
+    :func:`crop`; e.g. ``Crop(top=0, left=0, height=14, width=28)`` gives a teacher only the top
+    half of a 28×28 digit. Settings are pixel offsets and sizes, checked here."""
+
+    def __init__(self, *, top: int, left: int, height: int, width: int) -> None:
+        super().__init__()
+        _check_rectangle(top, left, height, width, to_edge=False)
+        self.top = top
+        self.left = left
+        self.height = height
+        self.width = width
+
+    def forward(self, x: Tensor) -> Tensor:
+        return crop(x, self.top, self.left, self.height, self.width)
+
+    def extra_repr(self) -> str:
+        return f"top={self.top}, left={self.left}, height={self.height}, width={self.width}"
+
+
+@mappings.register("mask")
+class Mask(nn.Module):
+    """Hide all of each image but a rectangle and some channels, keeping the shape (N, C, H, W),
+    see :func:`mask`; e.g. ``Mask(left=14)`` shows a teacher only the right half of a 28×28 digit,
+    ``Mask(channels=[0])`` only the red channel of an RGB image. The defaults hide nothing."""
+
+    def __init__(
+        self,
+        *,
+        top: int = 0,
+        left: int = 0,
+        height: int | None = None,
+        width: int | None = None,
+        channels: Sequence[int] | None = None,
+        value: float = 0.0,
+    ) -> None:
+        super().__init__()
+        _check_rectangle(top, left, height, width, to_edge=True)
+        _check_channels(channels)
+        self.top = top
+        self.left = left
+        self.height = height
+        self.width = width
+        self.channels = None if channels is None else tuple(channels)
+        self.value = float(value)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return mask(x, self.top, self.left, self.height, self.width, self.channels, self.value)
+
+    def extra_repr(self) -> str:
+        return (
+            f"top={self.top}, left={self.left}, height={self.height}, width={self.width}, "
+            f"channels={self.channels}, value={self.value}"
+        )
 
 
 class Compose(nn.Sequential):
