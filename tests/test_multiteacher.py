@@ -76,7 +76,7 @@ def test_merge_recovers_a_distribution_the_teachers_agree_on() -> None:
     truth = torch.tensor([[0.1, 0.2, 0.3, 0.15, 0.25]])
     classes = [torch.tensor([0, 1, 2]), torch.tensor([2, 3, 4]), torch.tensor([4, 0])]
     conditioned = [truth[:, c] / truth[:, c].sum(1, keepdim=True) for c in classes]
-    merged = merge_soft_labels(conditioned, classes, num_classes=5, iterations=5000)
+    merged = merge_soft_labels(conditioned, classes, num_classes=5)
     torch.testing.assert_close(merged, truth, atol=1e-4, rtol=0)
 
 
@@ -99,6 +99,108 @@ def test_one_teacher_of_k_classes_gives_them_mass_k_over_c() -> None:
     torch.testing.assert_close(merged[0, [0, 3, 5]], torch.full((3,), 1 / 6))
 
 
+def _reference_merge(
+    probabilities: list[torch.Tensor],
+    classes: list[torch.Tensor],
+    num_classes: int,
+    steps: int = 5000,
+) -> torch.Tensor:
+    """The Vongkulbhisal et al. objective Σ_i Σ_{l∈L_i} −p_i(l) log(q_l / Σ_{k∈L_i} q_k),
+    minimised row by row over q = softmax(u) by ``steps`` of L-BFGS on autograd's gradient
+    (float64)."""
+    return torch.stack(
+        [
+            _reference_row([p[row].double() for p in probabilities], classes, num_classes, steps)
+            for row in range(len(probabilities[0]))
+        ]
+    )
+
+
+def _reference_row(
+    probabilities: list[torch.Tensor], classes: list[torch.Tensor], num_classes: int, steps: int
+) -> torch.Tensor:
+    u = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    solver = torch.optim.LBFGS(
+        [u],
+        max_iter=steps,
+        tolerance_grad=1e-14,
+        tolerance_change=1e-18,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
+
+    def objective() -> torch.Tensor:
+        solver.zero_grad()
+        q = u.softmax(0)
+        value = sum(
+            -(p * (q[known] / q[known].sum()).log()).sum()
+            for p, known in zip(probabilities, classes, strict=True)
+        )
+        value.backward()
+        return value
+
+    solver.step(objective)
+    return u.detach().softmax(0)
+
+
+@pytest.mark.parametrize(
+    "classes",
+    [
+        [range(0, 6), range(4, 10)],  # two halves that share two classes
+        [range(0, 4), range(3, 7), range(6, 10)],  # a chain of three
+        [range(0, 7), range(3, 10)],  # the first7 + last7 teachers' classes
+    ],
+    ids=["two-halves", "chain-of-three", "first7-last7"],
+)
+@pytest.mark.parametrize("sharpness", [1.0, 4.0])
+def test_merge_without_a_teacher_of_every_class_is_the_objective_minimum(
+    classes: list[range], sharpness: float
+) -> None:
+    generator = torch.Generator().manual_seed(len(classes))
+    known = [torch.tensor(list(c)) for c in classes]
+    probabilities = [
+        (sharpness * torch.randn(12, len(c), generator=generator)).softmax(1) for c in known
+    ]
+    merged = merge_soft_labels(probabilities, known, num_classes=10)
+    reference = _reference_merge(probabilities, known, 10)
+    torch.testing.assert_close(merged.double(), reference, atol=1e-4, rtol=0)
+
+
+def _merge_objective(
+    merged: torch.Tensor, probabilities: list[torch.Tensor], classes: list[torch.Tensor]
+) -> torch.Tensor:
+    """Each row's value of the objective `_reference_merge` minimises."""
+    merged = merged.double()
+    return sum(
+        -(p.double() * (merged[:, k] / merged[:, k].sum(1, keepdim=True)).log()).sum(1)
+        for p, k in zip(probabilities, classes, strict=True)
+    )
+
+
+def test_merge_converges_on_thousands_of_rows_solved_together() -> None:
+    generator = torch.Generator().manual_seed(0)
+    known = [torch.arange(0, 4), torch.arange(3, 7), torch.arange(6, 10)]
+    probabilities = [(3 * torch.randn(5000, 4, generator=generator)).softmax(1) for _ in known]
+    merged = merge_soft_labels(probabilities, known, num_classes=10)  # in two chunks
+    torch.testing.assert_close(merged.sum(1), torch.ones(5000))
+    rows = torch.randperm(5000, generator=generator)[:10]
+    reference = _reference_merge([p[rows] for p in probabilities], known, 10)
+    torch.testing.assert_close(merged[rows].double(), reference, atol=1e-4, rtol=0)
+
+
+def test_merge_of_near_one_hot_teachers_reaches_the_objective_minimum() -> None:
+    # teachers sure to 1e-20 leave the classes that link their sets with almost no mass: the
+    # objective is then flat along the groups' relative mass, so only its value is compared
+    generator = torch.Generator().manual_seed(0)
+    known = [torch.arange(0, 4), torch.arange(3, 7), torch.arange(6, 10)]
+    probabilities = [(20 * torch.randn(6, 4, generator=generator)).softmax(1) for _ in known]
+    merged = merge_soft_labels(probabilities, known, num_classes=10)
+    reference = _reference_merge(probabilities, known, 10, steps=500)
+    ours = _merge_objective(merged, probabilities, known)
+    theirs = _merge_objective(reference, probabilities, known)
+    assert (ours <= theirs + 1e-6).all(), (ours - theirs).tolist()
+
+
 def test_confidence_weights_are_ca_mkd_over_the_teachers_that_know_the_label() -> None:
     classes = [torch.arange(3), torch.arange(3), torch.tensor([1, 2])]
     probabilities = [
@@ -118,6 +220,45 @@ def test_confidence_weights_are_ca_mkd_over_the_teachers_that_know_the_label() -
     # a label only one teacher knows gives it weight 1
     alone = confidence_weights(probabilities[2:], classes[2:], torch.tensor([1, 2]))
     torch.testing.assert_close(alone, torch.ones(2, 1))
+
+
+def _class_subset_teacher(
+    train_x: torch.Tensor, train_y: torch.Tensor, known: torch.Tensor
+) -> nn.Module:
+    """A linear softmax teacher trained on the rows of classes ``known`` (outputs in that order)."""
+    rows = torch.isin(train_y, known)
+    target = torch.searchsorted(known, train_y[rows])
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(train_x[0].numel(), len(known)))
+    optimizer = torch.optim.Adam(teacher.parameters(), lr=0.01)
+    for _ in range(150):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(teacher(train_x[rows]), target).backward()
+        optimizer.step()
+    return teacher
+
+
+def test_confidence_weights_keep_first7_last7_rows_on_the_classes_their_teacher_knows(
+    data_root: Path,
+) -> None:
+    from crossdistill.registries import datasets
+
+    splits = datasets.build("fashion_mnist", small=6000, seed=0, data_dir=data_root)
+    classes = [torch.arange(0, 7), torch.arange(3, 10)]
+    test = splits.test
+    teachers = [_class_subset_teacher(splits.small.x, splits.small.y, c) for c in classes]
+    with torch.no_grad():
+        probabilities = [teacher(test.x).softmax(1) for teacher in teachers]
+    first = torch.isin(test.y, torch.arange(0, 3))  # only first7 knows these labels
+    weights = confidence_weights(probabilities, classes, test.y)
+    assert (weights[first] == 0.5).all()  # first7 alone cannot place classes 7–9
+    merged = merge_soft_labels(probabilities, classes, 10, weights)
+    off = merged[first][:, 7:].sum(1).mean()
+    assert off <= 0.02, f"{float(off):.3f} of the mass of class 0–2 rows is on classes 7–9"
+    # weight 0 for the teacher that lacks the label (the rule without the fallback): ~3/10
+    unsafe = torch.tensor([1.0, 0.0]).repeat(int(first.sum()), 1)
+    kept = [p[first] for p in probabilities]
+    assert merge_soft_labels(kept, classes, 10, unsafe)[:, 7:].sum(1).mean() > 0.25
 
 
 def _clustered(

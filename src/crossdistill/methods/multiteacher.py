@@ -17,6 +17,8 @@ the input, or was trained on some of the rows) teach one student in two ways:
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -27,8 +29,15 @@ from ..losses import class_triplets, triplet_loss
 from ..training.hooks import capture
 from .base import Batch, Method, register_lam_temperature
 
-MERGE_ITERATIONS = 200
-"""EM iterations of `merge_soft_labels` (a teacher that knows every class is exact after one)."""
+MERGE_TOLERANCE = 1e-9
+"""`merge_soft_labels` stops when every row's gradient (in logit space) is at most this, in
+max norm."""
+
+MERGE_ITERATIONS = 100
+"""The most Newton steps `merge_soft_labels` takes before it reports that it did not converge."""
+
+MERGE_CHUNK = 4096
+"""Rows `merge_soft_labels` solves at once (its memory is ``MERGE_CHUNK`` × C² doubles)."""
 
 
 def merge_soft_labels(
@@ -36,18 +45,24 @@ def merge_soft_labels(
     classes: Sequence[Tensor],
     num_classes: int,
     weights: Tensor | None = None,
-    iterations: int = MERGE_ITERATIONS,
+    tolerance: float = MERGE_TOLERANCE,
 ) -> Tensor:
     """One distribution over all ``num_classes`` classes from teachers that each know a subset.
 
     The rule is the cross-entropy one of Vongkulbhisal et al. (2019, "Unifying Heterogeneous
     Classifiers with Distillation"): teacher i's distribution p_i over its classes L_i is read as
-    the merged q conditioned on L_i, p_i(l) = q_l / Σ_{k∈L_i} q_k, and q minimises
-    Σ_i w_i Σ_{l∈L_i} −p_i(l) log(q_l / Σ_{k∈L_i} q_k) on the simplex. It is solved per row by
-    EM (the teachers' outputs as truncated observations of q), from the uniform q. When every
-    teacher knows every class the minimiser is the weighted average Σ_i w_i p_i / Σ_i w_i; a
-    class no teacher knows, or the relative mass of class sets that no teacher links, keeps the
-    uniform start's share (one teacher that knows k of C classes gives them mass k/C).
+    the merged q conditioned on L_i, and q minimises
+    Σ_i w_i Σ_{l∈L_i} −p_i(l) log(q_l / Σ_{k∈L_i} q_k) on the simplex. With q = softmax(u) this
+    is the convex f(u) = Σ_i w_i (logsumexp_{L_i}(u) − Σ_{l∈L_i} p_i(l) u_l), whose gradient is
+    Σ_i w_i (softmax_{L_i}(u) − p_i) on L_i. It is solved per row in float64 by Newton's method
+    with a backtracking line search, until the gradient's max norm is at most ``tolerance``
+    (`MERGE_ITERATIONS` steps at most; more raise `RuntimeError`).
+
+    When every teacher knows every class the minimiser is the weighted average
+    Σ_i w_i p_i / Σ_i w_i. f fixes only the ratios of q within each group of classes that
+    teachers with a positive weight link (a class no teacher knows is a group of its own), so
+    each group gets the share of the uniform distribution: a group of k of the C classes has
+    mass k/C (one teacher that knows k classes gives them mass k/C).
 
     Args:
         probabilities: per teacher, ``(N, K_i)`` distributions over its classes.
@@ -55,10 +70,10 @@ def merge_soft_labels(
         num_classes: C, the size of the full label space.
         weights: ``(N, M)`` non-negative per-row teacher weights (default equal); a row whose
             weights are all zero takes equal weights.
-        iterations: EM iterations.
+        tolerance: the largest gradient (max norm, in probability units) accepted as converged.
 
     Returns:
-        ``(N, C)`` rows that are probability distributions.
+        ``(N, C)`` rows that are probability distributions, in the dtype of ``probabilities``.
     """
     if len(probabilities) != len(classes) or not probabilities:
         raise ValueError(
@@ -78,29 +93,92 @@ def merge_soft_labels(
     if weights.shape != (rows, len(probabilities)):
         raise ValueError(f"weights are {tuple(weights.shape)}, expected ({rows}, {len(classes)})")
     weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, torch.ones_like(weights))
-    merged = probabilities[0].new_full((rows, num_classes), 1.0 / num_classes)
-    for _ in range(iterations):
-        counts = torch.zeros_like(merged)
-        for i, (p, known) in enumerate(zip(probabilities, classes, strict=True)):
-            inside = merged[:, known]
-            mass = inside.sum(1, keepdim=True).clamp_min(torch.finfo(merged.dtype).tiny)
-            w = weights[:, i : i + 1]
-            counts += w * merged / mass  # the mass expected outside L_i …
-            counts[:, known] += w * (p - inside / mass)  # … and the observed p_i inside it
-        updated = counts / counts.sum(1, keepdim=True)
-        if torch.allclose(updated, merged, rtol=0, atol=1e-7):
-            return updated
-        merged = updated
-    return merged
+    # each teacher as a full-width row: its p scattered on L_i, and L_i as a 0/1 mask
+    masks = torch.zeros(len(classes), num_classes, dtype=torch.float64)
+    spread = torch.zeros(rows, len(classes), num_classes, dtype=torch.float64)
+    for i, (p, known) in enumerate(zip(probabilities, classes, strict=True)):
+        masks[i, known.cpu()] = 1.0
+        exact = p.detach().cpu().double()  # renormalised: float32 rows sum to 1 ± 1e-7
+        spread[:, i, known.cpu()] = exact / exact.sum(1, keepdim=True).clamp_min(1e-300)
+    w = weights.detach().cpu().double()
+    merged = torch.cat(
+        [
+            _newton_merge(spread[k : k + MERGE_CHUNK], masks, w[k : k + MERGE_CHUNK], tolerance)
+            for k in range(0, rows, MERGE_CHUNK)
+        ]
+    )
+    return merged.to(probabilities[0])
+
+
+def _newton_merge(p: Tensor, masks: Tensor, w: Tensor, tolerance: float) -> Tensor:
+    """`merge_soft_labels` on float64 ``p`` ``(N, M, C)`` (zero off each teacher's classes),
+    ``masks`` ``(M, C)`` and weights ``w`` ``(N, M)``: the ``(N, C)`` merged rows."""
+    rows, _, size = p.shape
+    on = masks.bool()
+
+    def objective(u: Tensor) -> Tensor:
+        inside = torch.where(on, u[:, None, :], -torch.inf)  # (N, M, C)
+        per_teacher = torch.logsumexp(inside, 2) - (p * u[:, None, :]).sum(2)
+        return (w * per_teacher).sum(1)
+
+    def conditioned(u: Tensor) -> Tensor:  # softmax over each L_i, (N, M, C)
+        return torch.where(on, u[:, None, :], -torch.inf).softmax(2).nan_to_num(0.0)
+
+    # groups of classes linked by weighted teachers: the null space of f's Hessian
+    knowing = (w > 0).double()[:, :, None] * masks  # (N, M, C)
+    linked = torch.matmul(knowing.transpose(1, 2), masks) > 0
+    linked |= torch.eye(size, dtype=torch.bool)
+    for _ in range(max(size - 1, 1).bit_length()):
+        linked = torch.bmm(linked.double(), linked.double()) > 0
+    projector = linked.double() / linked.sum(2, keepdim=True)
+    ridge = 1e-12 * torch.eye(size, dtype=torch.float64)  # classes of probability ≈ 0
+    # start: each class's mean probability over the teachers that know it
+    known = (w[:, :, None] * masks).sum(1)
+    start = (w[:, :, None] * p).sum(1) / known.clamp_min(1e-300)
+    u = torch.where(known > 0, start.clamp_min(1e-300).log(), 0.0)
+    for step_count in itertools.count():
+        s = conditioned(u)
+        weighted = w[:, :, None] * s
+        gradient = weighted.sum(1) - (w[:, :, None] * p).sum(1)
+        largest = float(gradient.abs().amax())
+        if largest <= tolerance:
+            break
+        if step_count == MERGE_ITERATIONS or not math.isfinite(largest):
+            raise RuntimeError(
+                f"the soft-label merge did not converge in {step_count} Newton steps: the "
+                f"largest gradient is {largest:.3g}, expected ≤ {tolerance:g}"
+            )
+        curvature = weighted.sum(1).diag_embed() - torch.bmm(weighted.transpose(1, 2), s)
+        step = -torch.linalg.solve(curvature + projector + ridge, gradient)
+        value, slope = objective(u), (gradient * step).sum(1)
+        length = torch.ones(rows, dtype=torch.float64)
+        searching = -slope > 1e-12  # below, f's change is rounding: Newton's own phase
+        for _ in range(40):  # backtracking (Armijo), per row
+            worse = objective(u + length[:, None] * step) > value + 1e-4 * length * slope
+            short = worse & searching
+            if not short.any():
+                break
+            length = torch.where(short, length / 2, length)
+        u = u + length[:, None] * step
+    q = u.softmax(1)
+    group_mass = torch.bmm(linked.double(), q[:, :, None]).squeeze(2)  # each class's group mass
+    share = linked.sum(2) / size
+    return q / group_mass * share
 
 
 def confidence_weights(
     probabilities: Sequence[Tensor], classes: Sequence[Tensor], labels: Tensor
 ) -> Tensor:
-    """CA-MKD's per-sample teacher weights (Zhang et al., 2022): with L_i = −log p_i(y) each
-    teacher's cross-entropy on the true label, w_i = (1 − softmax(L)_i) / (M′ − 1) over the M′
-    teachers that know class y (a teacher that does not know it gets 0; if one teacher knows
-    it, it gets 1; if none does, all get 1/M).
+    """CA-MKD's per-sample teacher weights (Zhang et al., 2022), made safe for teachers that
+    know some of the classes.
+
+    With L_i = −log p_i(y) each teacher's cross-entropy on the true label, w_i = (1 −
+    softmax(L)_i) / (M′ − 1) over the M′ teachers that know class y (a teacher that does not
+    know it gets 0; if one teacher knows it, it gets 1; if none does, all get 1/M). A row on
+    which the teachers with a positive weight do not together know every class that some
+    teacher knows takes equal weights 1/M instead: there `merge_soft_labels` could not place
+    the classes those teachers lack, and would give them the uniform share (with two teachers
+    of classes 0–6 and 3–9, rows of class 0 would put 3/10 of their mass on classes 7–9).
 
     Args:
         probabilities, classes: as in `merge_soft_labels`.
@@ -123,7 +201,13 @@ def confidence_weights(
     share = torch.softmax(torch.where(knowing, losses, -torch.inf), 1).nan_to_num(0.0)
     weights = (1 - share) * knowing / (count - 1).clamp_min(1)
     weights = torch.where(count == 1, knowing.to(weights.dtype), weights)
-    return torch.where(count == 0, torch.full_like(weights, 1 / losses.shape[1]), weights)
+    size = int(max(int(known.max()) for known in classes)) + 1
+    masks = torch.zeros(len(classes), size, dtype=torch.bool)
+    for i, known in enumerate(classes):
+        masks[i, known] = True
+    covered = ((weights > 0).to(torch.long) @ masks.to(torch.long)) > 0  # (N, C)
+    whole = (covered | ~masks.any(0)).all(1, keepdim=True)
+    return torch.where(whole, weights, torch.full_like(weights, 1 / losses.shape[1]))
 
 
 class LatentAutoencoder(nn.Module):
