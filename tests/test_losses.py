@@ -13,6 +13,8 @@ from crossdistill.losses import (
     kd_loss,
     multidomain_loss,
     regression_distill_loss,
+    semi_hard_triplets,
+    triplet_loss,
 )
 
 Z = [[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]]  # student logits
@@ -164,3 +166,85 @@ def test_modules_equal_functions_through_one_forward_signature() -> None:
 
 def test_module_repr_shows_settings() -> None:
     assert "lam=0.3, temperature=2.0, t2_scale=False" in repr(MultiDomainLoss(0.3, 2.0, False))
+
+
+def triplet_list(triplets: tuple[torch.Tensor, ...]) -> list[tuple[int, int, int]]:
+    return list(zip(*(t.tolist() for t in triplets), strict=True))
+
+
+def test_semi_hard_triplets_pick_the_hand_worked_negatives() -> None:
+    # 1-D points: class 0 at 0, 1, 3 (rows 0–2); class 1 at 2, 5 (rows 3, 4). Squared distances.
+    embeddings = t([[0.0], [1.0], [3.0], [2.0], [5.0]])
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    assert triplet_list(semi_hard_triplets(embeddings, labels)) == [
+        (0, 1, 3),  # d(a,p) = 1; negatives at 4, 25: the nearest beyond 1 is row 3
+        (0, 2, 4),  # d(a,p) = 9; only row 4 (25) is beyond
+        (1, 0, 4),  # d(a,p) = 1; row 3 is at exactly 1 (not beyond), row 4 at 16
+        (1, 2, 4),  # d(a,p) = 4; row 3 at 1, row 4 at 16
+        (2, 0, 4),  # d(a,p) = 9; negatives at 1, 4: none beyond, so the farthest, row 4
+        (2, 1, 4),  # d(a,p) = 4; row 4 at exactly 4 is not beyond: the farthest, row 4
+        (3, 4, 0),  # d(a,p) = 9; negatives at 4, 1, 1: none beyond, so the farthest, row 0
+        (4, 3, 1),  # d(a,p) = 9; negatives at 25, 16, 4: the nearest beyond 9 is row 1
+    ]
+
+
+def test_semi_hard_triplets_break_ties_to_the_lower_row() -> None:
+    # Anchor 0 at 0 with its positive at 1: negatives at −2 and 2 are both 4 away (semi-hard).
+    semi_hard = semi_hard_triplets(t([[0.0], [1.0], [-2.0], [2.0]]), torch.tensor([0, 0, 1, 1]))
+    assert triplet_list(semi_hard)[0] == (0, 1, 2)
+    # Anchor 0 at 0 with its positive at 3: negatives at −1 and 1, none beyond, tie at the top.
+    fallback = semi_hard_triplets(t([[0.0], [3.0], [-1.0], [1.0]]), torch.tensor([0, 0, 1, 1]))
+    assert triplet_list(fallback)[0] == (0, 1, 2)
+
+
+def test_semi_hard_triplets_pair_each_class_with_another() -> None:
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 3, 3])  # class 2 has one row
+    embeddings = torch.randn(len(labels), 3, generator=torch.Generator().manual_seed(0))
+    anchor, positive, negative = semi_hard_triplets(embeddings, labels)
+    assert len(anchor) == 3 * 2 + 2 * 1 + 0 + 4 * 3  # Σ n_c (n_c − 1) ordered same-class pairs
+    assert len(set(zip(anchor.tolist(), positive.tolist(), strict=True))) == len(anchor)
+    assert (anchor != positive).all()
+    assert (labels[anchor] == labels[positive]).all()
+    assert (labels[anchor] != labels[negative]).all()
+    assert anchor.dtype == positive.dtype == negative.dtype == torch.long
+
+
+def test_semi_hard_triplets_equal_a_brute_force_search() -> None:
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(30, 5, dtype=torch.float64, generator=generator)
+    labels = torch.randint(0, 4, (30,), generator=generator)
+    expected, fallbacks = [], 0
+    for a in range(30):
+        for p in range(30):
+            if p == a or labels[p] != labels[a]:
+                continue
+            d_ap = (embeddings[a] - embeddings[p]).pow(2).sum().item()
+            d_an = {
+                n: (embeddings[a] - embeddings[n]).pow(2).sum().item()
+                for n in range(30)
+                if labels[n] != labels[a]
+            }
+            beyond = [n for n in d_an if d_an[n] > d_ap]
+            if beyond:
+                expected.append((a, p, min(beyond, key=d_an.get)))
+            else:
+                expected.append((a, p, max(d_an, key=d_an.get)))
+                fallbacks += 1
+    assert triplet_list(semi_hard_triplets(embeddings, labels)) == expected
+    assert 0 < fallbacks < len(expected)  # both branches of the rule are exercised
+
+
+@pytest.mark.parametrize("labels", [[4, 4, 4, 4], [0, 1, 2, 3]])
+def test_semi_hard_triplets_none_without_a_class_pair(labels: list[int]) -> None:
+    embeddings = torch.randn(4, 2, requires_grad=True)
+    triplets = semi_hard_triplets(embeddings, torch.tensor(labels))
+    assert all(len(index) == 0 for index in triplets)
+    loss = triplet_loss(*(embeddings[index] for index in triplets))
+    assert loss.item() == 0.0
+
+
+def test_semi_hard_triplets_reject_bad_shapes() -> None:
+    with pytest.raises(ValueError, match="embeddings"):
+        semi_hard_triplets(torch.zeros(4), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="labels"):
+        semi_hard_triplets(torch.zeros(4, 2), torch.zeros(3, dtype=torch.long))

@@ -22,7 +22,12 @@ from crossdistill.losses.style import (
     gram_matrix,
     style_loss,
 )
-from crossdistill.losses.triplet import TripletLoss, class_triplets, triplet_loss
+from crossdistill.losses.triplet import (
+    TripletLoss,
+    class_triplets,
+    semi_hard_triplets,
+    triplet_loss,
+)
 from crossdistill.losses.vae import translator_loss
 
 __all__ = [
@@ -45,6 +50,7 @@ __all__ = [
     "rademacher",
     "regression_distill_loss",
     "robust_loss",
+    "semi_hard_triplets",
     "squared_error",
     "style_loss",
     "task_loss",

@@ -65,3 +65,50 @@ def class_triplets(
     positive = torch.where(positives[anchors], scores, -1.0).argmax(1)
     negative = torch.where(negatives[anchors], scores, -1.0).argmax(1)
     return anchors, positive, negative
+
+
+def semi_hard_triplets(embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Triplets with semi-hard negatives (Schroff et al., 2015), chosen by the rule of TensorFlow
+    Addons' ``triplet_semihard_loss``: every ordered pair (a, p), a ≠ p, of one class among
+    ``labels`` ``(N,)`` whose anchor a has a row of another class is a triplet; with squared
+    Euclidean distances d between rows of ``embeddings`` ``(N, D)``, its negative n is the row of
+    another class with the smallest d(a, n) among those with d(a, n) > d(a, p) (farther than the
+    positive), or, when there is none, the one with the largest d(a, n). Ties go to the lower row.
+
+    The rule does not restrict to FaceNet's band d(a, p) < d(a, n) < d(a, p) + m, so it takes no
+    margin: m enters only `triplet_loss`. Distances are computed without gradient (mining picks
+    rows; ``triplet_loss(embeddings[a], embeddings[p], embeddings[n], m)`` carries it). Time and
+    memory are O(N²) (a few (N, N) tensors): fine for N up to a few thousand. So is M, the number
+    of triplets; the loss on them gathers three (M, D) tensors.
+
+    Returns:
+        Row indices ``(anchor, positive, negative)``, each ``(M,)`` on ``labels``' device, ordered
+        by anchor then positive: M = Σ n_c (n_c − 1) over the classes c (n_c rows each), or 0
+        (empty) when all rows are of one class.
+    """
+    if embeddings.dim() != 2 or labels.shape != (len(embeddings),):
+        raise ValueError(
+            f"embeddings {tuple(embeddings.shape)} must be (N, D) and labels "
+            f"{tuple(labels.shape)} must be (N,)"
+        )
+    device = labels.device
+    n = len(labels)
+    same = labels[:, None] == labels[None, :]
+    negatives = ~same
+    pairs = same & ~torch.eye(n, dtype=torch.bool, device=device) & negatives.any(1, keepdim=True)
+    anchor, positive = pairs.nonzero().unbind(1)
+    if len(anchor) == 0:
+        return anchor, positive, positive
+    with torch.no_grad():
+        x = embeddings.detach().to(device, torch.promote_types(embeddings.dtype, torch.float32))
+        sq = x.pow(2).sum(1)
+        d = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(0)
+        # Per anchor, its negatives' distances ascending (others pushed to the end as +inf); the
+        # first one > d(a, p) is the semi-hard negative, if it is a negative at all.
+        far, order = torch.where(negatives, d, torch.inf).sort(dim=1, stable=True)
+        first = torch.searchsorted(far, d, right=True).clamp_max(n - 1)  # (N, N): row a, col p
+        semi_hard = order.gather(1, first)
+        found = first < negatives.sum(1, keepdim=True)
+        hardest = torch.where(negatives, d, -torch.inf).argmax(1)
+        negative = torch.where(found, semi_hard, hardest[:, None])[anchor, positive]
+    return anchor, positive, negative
