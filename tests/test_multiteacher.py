@@ -308,7 +308,7 @@ def test_multi_teacher_distillation_names_its_losses_and_trains_its_projection()
         latent_weight=0.3,
         layer="2",
         hidden_size=6,
-        latent_size=2,
+        targets={"latent": 2},
     )
     assert method.columns == ("x", "y", "soft_labels", "latent")
     batch = {
@@ -323,8 +323,49 @@ def test_multi_teacher_distillation_names_its_losses_and_trains_its_projection()
     soft = torch.nn.functional.cross_entropy(logits / 2, batch["soft_labels"]) * 4 * 0.5
     torch.testing.assert_close(losses["teachers"], soft)
     sum(losses.values()).backward()
-    assert method.projection.weight.grad.abs().sum() > 0
+    assert method.projections["latent"].weight.grad.abs().sum() > 0
     assert MultiTeacherDistillation(student, lam=1.0).columns == ("x", "y")
+
+
+def test_per_teacher_hints_match_each_target_through_its_own_projection() -> None:
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    method = MultiTeacherDistillation(
+        student, lam=1.0, latent_weight=2.0, layer="2", hidden_size=6, targets={"a": 2, "b": 3}
+    )
+    assert method.columns == ("x", "y", "a", "b")
+    batch = {
+        "x": torch.randn(5, 4),
+        "y": torch.tensor([0, 1, 2, 0, 1]),
+        "a": torch.randn(5, 2),
+        "b": torch.randn(5, 3),
+    }
+    _, losses = method.forward_train(batch)
+    hidden = student[:3](batch["x"])
+    expected = [
+        torch.nn.functional.mse_loss(method.projections[name](hidden), batch[name])
+        for name in ("a", "b")
+    ]
+    torch.testing.assert_close(losses["latent"], 2.0 * (expected[0] + expected[1]) / 2)
+    losses["latent"].backward()
+    assert all(p.weight.grad.abs().sum() > 0 for p in method.projections.values())
+
+
+def test_normalised_codes_are_unit_vectors_and_semi_hard_mining_trains_them_apart() -> None:
+    features, labels = _clustered({"a": 12, "b": 7})
+    torch.manual_seed(0)
+    autoencoder = LatentAutoencoder(features, size=4, reduce=5, hidden=16, normalize=True)
+    codes = autoencoder.codes(autoencoder.reduced(features))
+    torch.testing.assert_close(codes.norm(dim=2), torch.ones(2, len(labels)))
+    alignment = LatentAlignment(
+        autoencoder, {"a": "a", "b": "b"}, margin=0.2, triplet_weight=1.0, mining="semi_hard"
+    )
+    batch = {"y": labels, **features}
+    before = alignment.forward_train(batch)[1]["triplet"].item()
+    fit(alignment, batch, epochs=60, batch_size=60, optimizer={"name": "adam", "lr": 1e-2})
+    assert alignment.forward_train(batch)[1]["triplet"].item() < 0.5 * before
+    with pytest.raises(ValueError, match="mining"):
+        LatentAlignment(autoencoder, {"a": "a", "b": "b"}, mining="hardest")
 
 
 TINY = """
@@ -429,6 +470,71 @@ def test_multiteacher_runs_every_arm_and_each_teacher_once_over_the_students_dat
     assert not passes and again == table
 
 
+VIEWS = """
+kind: multiteacher
+name: tiny_views
+data: {name: digits, small: 200, seed: 0}
+teachers:
+  top:
+    model: {name: mlp, hidden: [16]}
+    train: {epochs: 3, batch_size: 64}
+    transform: {name: crop, top: 0, left: 0, height: 4, width: 8}
+    classes: [0, 1, 2, 3, 4, 5, 6]
+    layer: "2"
+  bottom:
+    model: {name: mlp, hidden: [12]}
+    train: {epochs: 3, batch_size: 64}
+    transform: {name: mask, top: 4}
+    layer: "2"
+student:
+  model: {name: mlp, hidden: [16]}
+  layer: "2"
+  train: {epochs: 3, batch_size: 32}
+latent: {size: 4, reduce: 5, hidden: 8, rows: 300, train: {epochs: 2, batch_size: 64}}
+validation: 50
+seeds: [0, 1]
+baseline: multi_teacher_avg
+arms:
+  multi_teacher_avg: {lam: [0.3, 0.7], temperature: 2}
+  hints: {lam: 0.5, temperature: 2, latent: hints, latent_weight: [0.5, 2]}
+  latent_only: {lam: 1.0, latent: triplet, margin: [0.1, 0.5]}
+"""
+
+
+def test_views_hints_latent_only_and_paired_differences(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    table = run_experiment(load_config(_write(tmp_path, VIEWS)), out, progress=False)
+    cells = {(row["arm"], row["metric"]): row for row in table}
+    # the top teacher saw 4 × 8 crops: its first layer takes 32 inputs
+    assert cells["teacher top", "teacher_parameters"]["mean"] == 32 * 16 + 16 + 16 * 7 + 7
+    choices = {r["arm"]: r for r in read_csv(out / "choices.csv")}
+    assert {arm: int(r["candidates"]) for arm, r in choices.items()} == {
+        "multi_teacher_avg": 2,
+        "hints": 2,
+        "latent_only": 2,
+    }
+    assert float(choices["hints"]["latent_weight"]) in (0.5, 2.0)
+    assert float(choices["latent_only"]["margin"]) in (0.1, 0.5)
+    selection = read_csv(out / "selection.csv")
+    assert {float(r["margin"]) for r in selection if r["arm"] == "latent_only"} == {0.1, 0.5}
+    results = read_csv(out / "results.csv")
+    accuracy = {
+        (r["arm"], r["seed"]): float(r["value"]) for r in results if r["metric"] == "accuracy"
+    }
+    for arm in ("hints", "latent_only"):
+        paired = [accuracy[arm, s] - accuracy["multi_teacher_avg", s] for s in ("0", "1")]
+        cell = cells[arm, "accuracy − multi_teacher_avg"]
+        assert cell["n"] == 2
+        assert cell["mean"] == pytest.approx(sum(paired) / 2)
+        assert 0 < cells[arm, "probe_accuracy"]["mean"] <= 1
+    assert ("multi_teacher_avg", "accuracy − multi_teacher_avg") not in cells
+    assert ("multi_teacher_avg", "probe_accuracy") not in cells
+    # the latent was trained on 300 rows of Big, for each margin and seed
+    saved = sorted(p.name for p in (out / "checkpoints" / "latent").iterdir())
+    assert len(saved) == 2 * 2 and all("-big-" in name for name in saved)
+    assert "linear probe" in (out / "table.md").read_text()
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
@@ -438,6 +544,15 @@ def test_multiteacher_runs_every_arm_and_each_teacher_once_over_the_students_dat
         ("arms.multi_teacher_avg.teachers=[first,nobody]", "arms.multi_teacher_avg.teachers"),
         ("student.layer=nope", "student.layer"),
         ("validation=200", "validation"),
+        ("arms.multi_teacher_avg.margin=0.5", "arms.multi_teacher_avg.margin"),
+        ("arms.latent_no_triplet.triplet_weight=2", "arms.latent_no_triplet.triplet_weight"),
+        ("arms.no_teacher.latent_weight=1", "arms.no_teacher.latent_weight"),
+        ("baseline=nobody", "baseline"),
+        ("latent.rows=100000", "latent.rows"),
+        (
+            "teachers.few.transform={name: crop, top: 6, left: 0, height: 4, width: 8}",
+            "teachers.few.transform",
+        ),
     ],
 )
 def test_multiteacher_mistakes_name_their_field_before_anything_is_written(

@@ -578,41 +578,90 @@ class MultiTeacherStudentConfig(StudentConfig):
 class LatentConfig(_Strict):
     """The shared latent (Sedova et al., 2022): each teacher's hidden layer reduced to ``reduce``
     principal components, encoded into ``size`` dimensions by an autoencoder (``hidden``-unit
-    encoders and decoders) trained by ``train`` on the student's training rows with the
-    reconstruction loss plus ``triplet_weight`` × the triplet loss at margin ``margin``; the
-    student's projection of its hidden layer matches the (standardised) latent with weight
-    ``weight``."""
+    encoders and decoders, codes L2-normalised with ``normalize``) trained by ``train`` with
+    the reconstruction loss plus ``triplet_weight`` × the triplet loss at margin ``margin``
+    (in squared latent units), its triplets mined ``semi_hard`` (FaceNet) or ``random``; on
+    ``rows`` seeded random rows of Big (drawn with ``seed``) or, when ``rows`` is absent, on the
+    student's training rows. The student's projection of its hidden layer matches the
+    (standardised) latent with weight ``weight``. An arm may sweep ``weight``, ``margin`` and
+    ``triplet_weight`` instead (its ``latent_weight``, ``margin``, ``triplet_weight``)."""
 
     size: PositiveInt = 16
     reduce: PositiveInt = 32
     hidden: PositiveInt = 64
-    margin: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    normalize: bool = True
+    mining: Literal["random", "semi_hard"] = "semi_hard"
+    margin: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.2
     triplet_weight: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
     weight: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    rows: PositiveInt | None = None
+    seed: Seed = 0
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=100, batch_size=128))
+
+
+PositiveSweep = (
+    Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    | Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]], Field(min_length=1)]
+)
+"""One positive value, or a non-empty list of them to choose from on validation data."""
 
 
 class MultiTeacherArmConfig(SweptArm):
     """One compared arm of a multi-teacher config: the ``teachers`` it learns from (``all``,
     a list of names, or ``best_one``: the single teacher chosen on validation with λ and T),
     how their soft labels are weighted (``average``: equal weights; ``confidence``: CA-MKD's
-    per-sample weights), and whether the student also matches the shared latent
-    (``latent``: ``none``, ``reconstruction``: the autoencoder trained by reconstruction alone,
-    ``triplet``: reconstruction and the triplet loss). λ (1: no soft labels) and T may be
-    sweeps, chosen on the validation part of Small."""
+    per-sample weights, equal on rows where the weighted teachers do not know every class),
+    and what the student's hidden layer also matches (``latent``): ``none``; ``hints``: each
+    teacher's reduced hidden layer through its own projection (per-teacher FitNets hints);
+    ``reconstruction``: the shared latent, its autoencoder trained by reconstruction alone;
+    ``triplet``: the shared latent trained by reconstruction and the triplet loss. λ (1: no
+    soft labels), T, and the hint weight ``latent_weight`` (with ``hints`` or a latent), the
+    ``margin`` and the ``triplet_weight`` (with ``triplet``) may be sweeps, chosen on the
+    validation part of Small; absent, the latter three are the config's ``latent`` values."""
 
     teachers: Literal["all", "best_one"] | Annotated[list[str], Field(min_length=1)] = "all"
     weighting: Literal["average", "confidence"] = "average"
-    latent: Literal["none", "reconstruction", "triplet"] = "none"
+    latent: Literal["none", "hints", "reconstruction", "triplet"] = "none"
+    latent_weight: PositiveSweep | None = None
+    margin: Sweep | None = None
+    triplet_weight: PositiveSweep | None = None
+
+    @model_validator(mode="after")
+    def _check_latent_sweeps(self) -> MultiTeacherArmConfig:
+        if self.latent == "none" and self.latent_weight is not None:
+            raise FieldError("latent_weight", "needs latent: hints, reconstruction or triplet")
+        for name in ("margin", "triplet_weight"):
+            if getattr(self, name) is not None and self.latent != "triplet":
+                raise FieldError(name, f"needs latent: triplet, found latent: {self.latent}")
+        for value in _as_list(self.margin) if self.margin is not None else []:
+            if value < 0:
+                raise FieldError("margin", f"must be ≥ 0, found {value}")
+        return self
+
+    def latent_settings(self, latent: LatentConfig) -> list[tuple[float, float, float]]:
+        """Every (hint weight γ, margin, triplet weight) the arm chooses among, in config
+        order; (0, 0, 0) when it matches nothing, and margin and triplet weight 0 without the
+        triplet loss."""
+        if self.latent == "none":
+            return [(0.0, 0.0, 0.0)]
+        weights = _as_list(self.latent_weight if self.latent_weight is not None else latent.weight)
+        if self.latent != "triplet":
+            return [(w, 0.0, 0.0) for w in weights]
+        margins = _as_list(self.margin if self.margin is not None else latent.margin)
+        triplets = _as_list(
+            self.triplet_weight if self.triplet_weight is not None else latent.triplet_weight
+        )
+        return list(itertools.product(weights, margins, triplets))
 
 
 class MultiTeacherConfig(_Strict):
     """Multi-teacher distillation through a shared latent (Sedova et al., 2022): ``teachers`` (≥ 1,
     each with its own architecture and view of ``data``) trained on Big, the ``student`` on Small
-    (``validation`` rows of it held out to choose λ, T and a single teacher), every arm × seed
-    scored on Test; ``latent`` configures the shared latent of the arms that use it. With
-    ``batched`` (the default) every setting × seed of an arm's selection trains at once, and the
-    seeds of its final runs."""
+    (``validation`` rows of it held out to choose each arm's settings), every arm × seed
+    scored on Test; ``latent`` configures the shared latent of the arms that use it. With a
+    ``baseline`` arm, the table also gives each arm's accuracy minus the baseline's, paired by
+    seed (the same initial weights and batch order). With ``batched`` (the default) every
+    setting × seed of an arm's selection trains at once, and the seeds of its final runs."""
 
     kind: Literal["multiteacher"]
     name: str
@@ -624,11 +673,16 @@ class MultiTeacherConfig(_Strict):
     arms: Annotated[dict[str, MultiTeacherArmConfig], Named] = Field(min_length=1)
     seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
     validation: PositiveInt = 200
+    baseline: str | None = None
     device: Device = "cpu"
     batched: bool = True
 
     @model_validator(mode="after")
     def _check_arms(self) -> MultiTeacherConfig:
+        if self.baseline is not None and self.baseline not in self.arms:
+            raise FieldError(
+                "baseline", f"names arm {self.baseline!r}; field 'arms' has " + ", ".join(self.arms)
+            )
         for name, arm in self.arms.items():
             if isinstance(arm.teachers, list):
                 unknown = [t for t in arm.teachers if t not in self.teachers]

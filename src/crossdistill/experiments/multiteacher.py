@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib.pyplot as plt
 import torch
+from sklearn.linear_model import LogisticRegression
 from torch import Tensor, nn
 
 from ..data import ArrayData
@@ -21,6 +23,7 @@ from ..methods import (
     LatentAlignment,
     LatentAutoencoder,
     MultiTeacherDistillation,
+    PrincipalComponents,
     confidence_weights,
     feature_column,
     merge_soft_labels,
@@ -43,11 +46,23 @@ from .teachers import load_teacher, prepare_teacher, train_seeds, training
 
 TASK = "classification"
 
+LATENTS = ("reconstruction", "triplet")
+"""The arms' ``latent`` values that train a shared latent."""
+
 LATENT_POINTS = 2000
 """Test rows (seeded random) drawn in a latent figure."""
 
-Setting = tuple[tuple[str, ...], float, float]
-"""(the teachers read, λ, T)."""
+
+class Setting(NamedTuple):
+    """One candidate of an arm: the teachers it reads, λ, T, the weight γ of the hint or
+    latent term, and the triplet margin and weight of its latent (0 where unused)."""
+
+    group: tuple[str, ...]
+    lam: float
+    temperature: float
+    latent_weight: float = 0.0
+    margin: float = 0.0
+    triplet_weight: float = 0.0
 
 
 @dataclass
@@ -108,6 +123,13 @@ class MultiTeacherKind(ExperimentKind):
                     self.teachers[name], seen, len(self.views[name].classes), "the teacher"
                 )
             self.record(f"{at}.transform", self.views[name].transform)
+        rows = config.latent.rows
+        if rows is not None and any(a.latent in LATENTS for a in config.arms.values()):
+            with field("latent.rows"):
+                if rows > len(self.splits.big):
+                    raise ValueError(
+                        f"expected at most the {len(self.splits.big):,} rows of Big, found {rows:,}"
+                    )
         with field("student.model"):
             student = self._student(0)
             check_outputs(student, small.x[:1], self.num_classes, "the model")
@@ -167,7 +189,6 @@ class MultiTeacherKind(ExperimentKind):
 
             setting, records = choose(settings, scores, "cross_entropy")
             selection = [{"arm": unit, **_describe(r.pop("setting")), **r} for r in records]
-        group, lam, temperature = setting
         everything = torch.arange(len(small))
         rows, results, latent = [], [], []
         [(methods, histories)] = trainer.train([setting], everything, final=True)
@@ -177,19 +198,32 @@ class MultiTeacherKind(ExperimentKind):
                 {"arm": unit, "seed": seed, "metric": m, "value": history[-1][m]}
                 for m in ("accuracy", "cross_entropy")
             ]
-            if arm.latent != "none" and not latent:
-                latent = self._latent_points(unit, trainer, group, seed, method, test)
+            if arm.latent != "none":
+                probe = trainer.probe(
+                    setting, seed, {t: self._pass(t, test.x) for t in setting.group}
+                )
+                results.append(
+                    {"arm": unit, "seed": seed, "metric": "probe_accuracy", "value": probe}
+                )
+            if arm.latent in LATENTS and not latent:
+                latent = self._latent_points(unit, trainer, setting, seed, method, test)
         arm_level = {
-            "lam": lam,
-            "temperature": temperature,
+            "lam": setting.lam,
+            "temperature": setting.temperature,
             "parameters": count_parameters(self._student(0)),
         }
-        if lam < 1 or arm.latent != "none":
-            arm_level["teacher_parameters"] = sum(count_parameters(self.teachers[t]) for t in group)
+        if arm.latent != "none":
+            arm_level["latent_weight"] = setting.latent_weight
+        if arm.latent == "triplet":
+            arm_level |= {"margin": setting.margin, "triplet_weight": setting.triplet_weight}
+        if setting.lam < 1 or arm.latent != "none":
+            arm_level["teacher_parameters"] = sum(
+                count_parameters(self.teachers[t]) for t in setting.group
+            )
         results += [
             {"arm": unit, "seed": "", "metric": m, "value": v} for m, v in arm_level.items()
         ]
-        choices = [{"arm": unit, **_describe(setting)}]
+        choices = [{"arm": unit, **_describe(setting), "candidates": len(settings)}]
         return {
             "metrics": rows,
             "selection": selection,
@@ -202,6 +236,9 @@ class MultiTeacherKind(ExperimentKind):
         values: dict[tuple[str, str], list[float]] = defaultdict(list)
         for row in rows["results"]:
             values[row["arm"], row["metric"]].append(float(row["value"]))
+        baseline = self.config.baseline
+        if baseline is not None:
+            values |= _paired(rows["results"], baseline, "accuracy")
         test = self.splits.test
         for name, view in self.views.items():
             outputs = self._pass(name, test.x).outputs
@@ -240,6 +277,17 @@ class MultiTeacherKind(ExperimentKind):
         chosen = "; ".join(
             f"{c['arm']}: {c['teachers'] or 'none'}, λ={float(c['lam']):g}, "
             f"T={float(c['temperature']):g}"
+            + "".join(
+                f", {label}={float(c[key]):g}"
+                for key, label in (("latent_weight", "γ"), ("margin", "margin"))
+                if float(c.get(key) or 0) > 0
+            )
+            + (
+                f", triplet weight={float(c['triplet_weight']):g}"
+                if float(c.get("triplet_weight") or 0) > 0
+                else ""
+            )
+            + f" (of {c['candidates']})"
             for c in choices
         )
         return (
@@ -247,12 +295,25 @@ class MultiTeacherKind(ExperimentKind):
             f"trained on their view of Big ({len(splits.big):,} rows); student on Small "
             f"({len(splits.small):,} rows), last-epoch metrics on Test ({len(splits.test):,} "
             f"rows), mean ± std over {len(config.seeds)} seeds; teachers' rows: each on its own "
-            f"view of Test. Chosen on validation ({config.validation} rows of Small): {chosen}."
+            f"view of Test. Chosen on validation ({config.validation} rows of Small; of N: the "
+            f"arm's number of candidates): {chosen}."
+            + (
+                f" `accuracy − {config.baseline}`: the difference paired by seed."
+                if config.baseline is not None
+                else ""
+            )
+            + (
+                " Linear probe: logistic regression on what the student's hidden layer matches "
+                "(the shared latent, or the teachers' reduced hidden layers) of Small, scored on "
+                "Test."
+                if any(a.latent != "none" for a in config.arms.values())
+                else ""
+            )
         )
 
     def _settings(self, arm: MultiTeacherArmConfig) -> list[Setting]:
-        """The arm's candidate (teachers, λ, T): a single teacher each for ``best_one``, no
-        teacher when nothing of them is used."""
+        """The arm's candidates: a single teacher each for ``best_one``, no teacher when nothing
+        of them is used, times its (λ, T) and latent settings."""
         uses = any(lam < 1 for lam, _ in arm.settings()) or arm.latent != "none"
         teachers = self.config.teachers_of(arm)
         if not uses:
@@ -261,7 +322,12 @@ class MultiTeacherKind(ExperimentKind):
             groups = [(t,) for t in teachers]
         else:
             groups = [tuple(teachers)]
-        return [(g, lam, t) for g in groups for lam, t in arm.settings()]
+        return [
+            Setting(g, lam, t, *latent)
+            for g in groups
+            for lam, t in arm.settings()
+            for latent in arm.latent_settings(self.config.latent)
+        ]
 
     def _view(self, at: str, spec: MultiTeacherTeacherConfig) -> _View:
         """The view of teacher field ``at``: its classes, rows and transform of the data."""
@@ -321,6 +387,12 @@ class MultiTeacherKind(ExperimentKind):
             name=f"teacher {name!r}",
         )
 
+    def latent_rows(self) -> ArrayData:
+        """The config's ``latent.rows`` seeded random rows of Big, that the shared latent is
+        trained on."""
+        latent, big = self.config.latent, self.splits.big
+        return big.subset(random_indices(len(big), latent.rows, latent.seed)[0])
+
     def _student(self, seed: int) -> nn.Module:
         torch.manual_seed(seed)
         return models.build(
@@ -333,16 +405,16 @@ class MultiTeacherKind(ExperimentKind):
         self,
         unit: str,
         trainer: _ArmTrainer,
-        group: tuple[str, ...],
+        setting: Setting,
         seed: int,
         method: MultiTeacherDistillation,
         test: ArrayData,
     ) -> list[dict]:
         """The shared latent of the teachers' Test features and the student's projection of
         Test, both in the first two principal axes of the former, on `LATENT_POINTS` rows."""
-        runs = {t: self._pass(t, test.x) for t in group}
+        runs = {t: self._pass(t, test.x) for t in setting.group}
         shown = random_indices(len(test), min(LATENT_POINTS, len(test)), 0)[0]
-        latent = trainer.latent_of(group, seed, runs)[shown]
+        latent = trainer.targets_of(setting, seed, runs)["latent"][shown]
         method.eval()
         student = method.project(test.x[shown].to(self.config.device)).cpu()
         centre = latent.mean(0)
@@ -359,7 +431,8 @@ class MultiTeacherKind(ExperimentKind):
 
 class _ArmTrainer:
     """Trains one arm's students: soft labels merged once per (teachers, T) over Small, the
-    shared latent trained once per (teachers, rows, seed)."""
+    teachers' reduced hidden layers (hints) once per (teachers, rows), the shared latent once
+    per (teachers, margin, triplet weight, seed, rows)."""
 
     def __init__(
         self,
@@ -370,7 +443,8 @@ class _ArmTrainer:
     ) -> None:
         self.kind, self.unit, self.arm, self.runs = kind, unit, arm, runs
         self._soft: dict[tuple, Tensor] = {}
-        self._latents: dict[tuple, tuple[LatentAutoencoder, Tensor, Tensor, Tensor]] = {}
+        self._reducers: dict[tuple, dict[str, PrincipalComponents]] = {}
+        self._latents: dict[tuple, tuple[LatentAutoencoder, Tensor, Tensor]] = {}
 
     def train(
         self, settings: list[Setting], rows: Tensor, final: bool
@@ -383,27 +457,24 @@ class _ArmTrainer:
         seeds = config.seeds
         plain = {"x": small.x[rows], "y": small.y[rows]}
         methods, sets = [], []
-        for group, lam, temperature in settings:
+        for setting in settings:
             shared = dict(plain)
-            if lam < 1:
-                shared["soft_labels"] = self.soft_labels(group, temperature)[rows]
+            if setting.lam < 1:
+                shared["soft_labels"] = self.soft_labels(setting.group, setting.temperature)[rows]
             for seed in seeds:
-                columns = dict(shared)
-                if self.arm.latent != "none":
-                    columns["latent"] = self.latent(group, rows, seed)[1]
-                latent_size = columns["latent"].shape[1] if "latent" in columns else None
+                targets = self.targets(setting, rows, seed)
                 methods.append(
                     MultiTeacherDistillation(
                         kind._student(seed),
-                        lam=lam,
-                        temperature=temperature,
-                        latent_weight=config.latent.weight if latent_size else 0.0,
+                        lam=setting.lam,
+                        temperature=setting.temperature,
+                        latent_weight=setting.latent_weight if targets else 0.0,
                         layer=config.student.layer,
                         hidden_size=kind.hidden_size,
-                        latent_size=latent_size,
+                        targets={name: value.shape[1] for name, value in targets.items()},
                     ).to(config.device)
                 )
-                sets.append(columns)
+                sets.append(shared | targets)
         label = _label(settings[0], path=True) if len(settings) == 1 else "sweep"
         checkpoints = kind.out / "checkpoints"
         histories = train_seeds(
@@ -444,57 +515,117 @@ class _ArmTrainer:
             self._soft[key] = merge_soft_labels(softened, classes, kind.num_classes, weights)
         return self._soft[key]
 
+    def targets(self, setting: Setting, rows: Tensor, seed: int) -> dict[str, Tensor]:
+        """What the student's hidden layer matches on Small's ``rows``, by batch column: each
+        teacher's reduced hidden layer (``hints``), the standardised shared latent, or
+        nothing."""
+        if self.arm.latent == "none":
+            return {}
+        features = {t: self._features(t, self.runs[t])[rows] for t in setting.group}
+        if self.arm.latent == "hints":
+            reducers = self._hint_reducers(setting.group, rows)
+            return {_hint(t): reducers[t](features[t]) for t in setting.group}
+        autoencoder, centre, scale = self.latent(setting, rows, seed)
+        with torch.no_grad():
+            latent = autoencoder(features).cpu()
+        return {"latent": (latent - centre) / scale}
+
+    def targets_of(
+        self, setting: Setting, seed: int, runs: dict[str, TeacherRun]
+    ) -> dict[str, Tensor]:
+        """`targets` of the teachers' passes ``runs`` (e.g. over Test), by what was fitted on
+        all of Small with ``seed``."""
+        everything = torch.arange(len(self.kind.splits.small))
+        features = {t: self._features(t, runs[t]) for t in setting.group}
+        if self.arm.latent == "hints":
+            reducers = self._hint_reducers(setting.group, everything)
+            return {_hint(t): reducers[t](features[t]) for t in setting.group}
+        autoencoder, centre, scale = self.latent(setting, everything, seed)
+        with torch.no_grad():
+            return {"latent": (autoencoder(features).cpu() - centre) / scale}
+
+    def probe(self, setting: Setting, seed: int, test_runs: dict[str, TeacherRun]) -> float:
+        """Test accuracy of a logistic regression fitted on `targets` of all of Small: how much
+        of the label the student's hint or latent carries."""
+        small, test = self.kind.splits.small, self.kind.splits.test
+        fitted = torch.cat(list(self.targets(setting, torch.arange(len(small)), seed).values()), 1)
+        scored = torch.cat(list(self.targets_of(setting, seed, test_runs).values()), 1)
+        model = LogisticRegression(max_iter=2000).fit(fitted.numpy(), small.y.numpy())
+        return float(model.score(scored.numpy(), test.y.numpy()))
+
+    def _features(self, teacher: str, run: TeacherRun) -> Tensor:
+        """Teacher ``teacher``'s hooked layer in ``run``."""
+        return run.features[self.kind.config.teachers[teacher].layer]
+
+    def _hint_reducers(
+        self, group: tuple[str, ...], rows: Tensor
+    ) -> dict[str, PrincipalComponents]:
+        """Per teacher, `PrincipalComponents` (the latent's ``reduce``) fitted on Small's
+        ``rows``."""
+        key = (group, tuple(rows.tolist()))
+        if key not in self._reducers:
+            reduce = self.kind.config.latent.reduce
+            self._reducers[key] = {
+                t: PrincipalComponents(self._features(t, self.runs[t])[rows], reduce) for t in group
+            }
+        return self._reducers[key]
+
     def latent(
-        self, group: tuple[str, ...], rows: Tensor, seed: int
-    ) -> tuple[LatentAutoencoder, Tensor, Tensor, Tensor]:
-        """The autoencoder of ``group`` trained on Small's ``rows`` (seeded by ``seed``), the
-        standardised latent ``(len(rows), size)`` of those rows, and the centre ``(size,)`` and
-        scale (a scalar) that standardised it."""
-        key = (group, tuple(rows.tolist()), seed)
+        self, setting: Setting, rows: Tensor, seed: int
+    ) -> tuple[LatentAutoencoder, Tensor, Tensor]:
+        """The autoencoder of ``setting``'s teachers, margin and triplet weight, trained
+        (seeded by ``seed``) on the config's ``latent.rows`` rows of Big or, without them, on
+        Small's ``rows``; and the centre ``(size,)`` and scale (a scalar) that standardise the
+        latent of Small's ``rows``."""
+        kind, config = self.kind, self.kind.config
+        on_big = config.latent.rows is not None
+        trained_on = "big" if on_big else tuple(rows.tolist())
+        key = (setting.group, setting.margin, setting.triplet_weight, seed, trained_on)
         if key not in self._latents:
-            kind, config = self.kind, self.kind.config
+            group = setting.group
             layers = {t: config.teachers[t].layer for t in group}
-            features = {t: self.runs[t].features[layers[t]][rows] for t in group}
+            if on_big:
+                big = kind.latent_rows()
+                features = {t: self._features(t, kind._pass(t, big.x)) for t in group}
+                labels, part = big.y, "big"
+            else:
+                features = {t: self._features(t, self.runs[t])[rows] for t in group}
+                labels = kind.splits.small.y[rows]
+                part = "all" if len(rows) == len(kind.splits.small) else "selection"
             torch.manual_seed(seed)
             autoencoder = LatentAutoencoder(
-                features, config.latent.size, config.latent.reduce, config.latent.hidden
+                features,
+                config.latent.size,
+                config.latent.reduce,
+                config.latent.hidden,
+                normalize=config.latent.normalize,
             ).to(config.device)
+            triplet = self.arm.latent == "triplet"
             alignment = LatentAlignment(
                 autoencoder,
                 {t: feature_column(t, layers[t]) for t in group},
-                margin=config.latent.margin,
-                triplet_weight=config.latent.triplet_weight if self.arm.latent == "triplet" else 0,
+                margin=setting.margin,
+                triplet_weight=setting.triplet_weight if triplet else 0.0,
+                mining=config.latent.mining,
             )
-            part = "all" if len(rows) == len(kind.splits.small) else "selection"
+            name = f"{file_name(self.unit)}-{_group(group, path=True)}-{part}-seed{seed}"
+            if triplet:
+                name += f"-margin{setting.margin:g}-triplet{setting.triplet_weight:g}"
             fit(
                 alignment,
-                {"y": kind.splits.small.y[rows]}
-                | {feature_column(t, layers[t]): features[t] for t in group},
+                {"y": labels} | {feature_column(t, layers[t]): features[t] for t in group},
                 seed=seed,
-                checkpoint=kind.out
-                / "checkpoints"
-                / "latent"
-                / f"{file_name(self.unit)}-{_group(group, path=True)}-{part}-seed{seed}.pt",
+                checkpoint=kind.out / "checkpoints" / "latent" / f"{name}.pt",
                 progress=kind.progress,
                 name=f"shared latent of arm {self.unit!r}, seed {seed}",
                 **training(config.latent.train),
             )
             autoencoder.eval()
+            small = {t: self._features(t, self.runs[t])[rows] for t in group}
             with torch.no_grad():
-                latent = autoencoder(features).cpu()
-            centre, scale = latent.mean(0), latent.std().clamp_min(1e-12)
-            self._latents[key] = (autoencoder, (latent - centre) / scale, centre, scale)
+                latent = autoencoder(small).cpu()
+            self._latents[key] = (autoencoder, latent.mean(0), latent.std().clamp_min(1e-12))
         return self._latents[key]
-
-    def latent_of(self, group: tuple[str, ...], seed: int, runs: dict[str, TeacherRun]) -> Tensor:
-        """The standardised shared latent of the teachers' passes ``runs`` (e.g. over Test),
-        by the autoencoder trained on all of Small with ``seed``."""
-        everything = torch.arange(len(self.kind.splits.small))
-        autoencoder, _, centre, scale = self.latent(group, everything, seed)
-        layers = {t: self.kind.config.teachers[t].layer for t in group}
-        with torch.no_grad():
-            latent = autoencoder({t: runs[t].features[layers[t]] for t in group}).cpu()
-        return (latent - centre) / scale
 
 
 def _rows_of(labels: Tensor, classes: Tensor) -> Tensor:
@@ -502,15 +633,51 @@ def _rows_of(labels: Tensor, classes: Tensor) -> Tensor:
     return torch.isin(labels, classes).nonzero().squeeze(1)
 
 
+def _hint(teacher: str) -> str:
+    """The batch column of teacher ``teacher``'s hint target."""
+    return f"hint {teacher}"
+
+
+def _paired(results: list[dict], baseline: str, metric: str) -> dict[tuple[str, str], list[float]]:
+    """Per arm other than ``baseline``, its ``metric`` minus the baseline's on each seed both
+    ran, under the metric ``<metric> − <baseline>``."""
+    by_seed: dict[str, dict[str, float]] = defaultdict(dict)
+    for row in results:
+        if row["metric"] == metric and row["seed"] != "":
+            by_seed[row["arm"]][str(row["seed"])] = float(row["value"])
+    reference = by_seed.get(baseline, {})
+    return {
+        (arm, f"{metric} − {baseline}"): [
+            value - reference[s] for s, value in seeds.items() if s in reference
+        ]
+        for arm, seeds in by_seed.items()
+        if arm != baseline
+    }
+
+
 def _describe(setting: Setting) -> dict:
-    group, lam, temperature = setting
-    return {"teachers": "+".join(group), "lam": lam, "temperature": temperature}
+    return {
+        "teachers": "+".join(setting.group),
+        "lam": setting.lam,
+        "temperature": setting.temperature,
+        "latent_weight": setting.latent_weight,
+        "margin": setting.margin,
+        "triplet_weight": setting.triplet_weight,
+    }
 
 
 def _label(setting: Setting, path: bool = False) -> str:
-    """``<teachers>-lam<λ>-T<T>`` of ``setting`` (see `_group`)."""
-    group, lam, temperature = setting
-    return f"{_group(group, path)}-lam{lam:g}-T{temperature:g}"
+    """``<teachers>-lam<λ>-T<T>`` of ``setting`` (see `_group`), then ``-gamma<γ>``,
+    ``-margin<m>`` and ``-triplet<w>`` where they are set."""
+    label = f"{_group(setting.group, path)}-lam{setting.lam:g}-T{setting.temperature:g}"
+    for name, value in (
+        ("gamma", setting.latent_weight),
+        ("margin", setting.margin),
+        ("triplet", setting.triplet_weight),
+    ):
+        if value > 0:
+            label += f"-{name}{value:g}"
+    return label
 
 
 def _group(group: tuple[str, ...], path: bool = False) -> str:

@@ -31,11 +31,19 @@ METRIC_LABELS = {
     "teacher_mse": "f∘φ MSE",
     "lam": "λ",
     "temperature": "T",
+    "latent_weight": "γ",
+    "margin": "margin",
+    "triplet_weight": "triplet weight",
+    "probe_accuracy": "linear probe",
     "parameters": "student parameters",
     "teacher_parameters": "teacher parameters",
     "robust_loss": "robust loss L3^δ",
     "prediction_variance": "prediction variance",
 }
+
+
+SETTINGS = ("lam", "temperature", "latent_weight", "margin", "triplet_weight")
+"""Metrics that are chosen settings, not measurements: printed as plain numbers."""
 
 
 class RunDirectoryError(CrossdistillError, FileExistsError):
@@ -148,7 +156,7 @@ def _format(cell: dict) -> str:
     value, spread = float(cell["mean"]), float(cell["std"])
     if cell["metric"].endswith("parameters"):
         return f"{value:,.0f}"
-    if cell["metric"] in ("lam", "temperature"):
+    if cell["metric"] in SETTINGS:
         return f"{value:g}" if spread == 0 else f"{value:.3g} ± {spread:.2g}"
     text = f"{value:.4f}"
     return text if int(cell["n"]) == 1 else f"{text} ± {spread:.4f}"

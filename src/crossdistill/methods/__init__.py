@@ -9,6 +9,7 @@ from .multiteacher import (
     LatentAlignment,
     LatentAutoencoder,
     MultiTeacherDistillation,
+    PrincipalComponents,
     confidence_weights,
     merge_soft_labels,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "LatentAutoencoder",
     "Method",
     "MultiTeacherDistillation",
+    "PrincipalComponents",
     "Supervised",
     "confidence_weights",
     "distill",

@@ -2,17 +2,21 @@
 Strijov, 2022, "Knowledge distillation using a representation of the sample in a shared latent
 space of models").
 
-Teachers with incomplete knowledge (each knows some of the classes, sees its own transform of
-the input, or was trained on some of the rows) teach one student in two ways:
+Teachers with incomplete knowledge (each knows some of the classes, sees its own part or
+transform of the input, or was trained on some of the rows) teach one student in two ways:
 
 - **soft labels**, merged over the full label space by `merge_soft_labels` (the cross-entropy
-  rule of Vongkulbhisal et al., 2019), with equal teacher weights (plain averaging when every
-  teacher knows every class, as TextBrewer's multi-teacher distiller) or per-sample
-  `confidence_weights` (CA-MKD, Zhang et al., 2022);
-- a **shared latent**: each teacher's hidden layer, reduced by PCA, encoded by a
-  `LatentAutoencoder` into one latent space of a configured size, trained by `LatentAlignment`
-  (reconstruction, plus the triplet loss mined by class); the student's hidden layer, through
-  its own linear projection, is trained to match it (`MultiTeacherDistillation`).
+  rule of Vongkulbhisal et al., 2019), with equal teacher weights (the average of the
+  teachers' probabilities when every teacher knows every class; TextBrewer's multi-teacher
+  distiller averages logits instead) or per-sample `confidence_weights` (CA-MKD, Zhang et al.,
+  2022);
+- a **shared latent**: each teacher's hidden layer, reduced by `PrincipalComponents`, encoded
+  by a `LatentAutoencoder` into one latent space of a configured size, trained by
+  `LatentAlignment` (reconstruction, plus the triplet loss mined by class); the student's
+  hidden layer, through its own linear projection, is trained to match it
+  (`MultiTeacherDistillation`). The same method with one target per teacher (its reduced
+  hidden layer, its own projection) is per-teacher FitNets hints, the control that tells a
+  shared latent from any hint.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..losses import class_triplets, triplet_loss
+from ..losses import class_triplets, semi_hard_triplets, triplet_loss
 from ..training.hooks import capture
 from .base import Batch, Method, register_lam_temperature
 
@@ -210,83 +214,120 @@ def confidence_weights(
     return torch.where(whole, weights, torch.full_like(weights, 1 / losses.shape[1]))
 
 
+class PrincipalComponents(nn.Module):
+    """Features ``(N, ...)`` (flattened to ``(N, d)``) centred, projected on their first
+    ``reduce`` principal components (at most min(d, N)) and divided by one scale, so that the
+    reduced features ``(N, r)`` have unit mean variance on the rows it was fitted on. Fitted
+    here on ``features``, then frozen (buffers).
+
+    Args:
+        features: the ``(N, ...)`` rows the components and the scale are fitted on.
+        reduce: the number of components kept.
+    """
+
+    def __init__(self, features: Tensor, reduce: int) -> None:
+        super().__init__()
+        flat = features.reshape(len(features), -1).float()
+        centre = flat.mean(0)
+        _, _, vh = torch.linalg.svd(flat - centre, full_matrices=False)
+        basis = vh[: min(reduce, len(vh))].T.contiguous()
+        self.register_buffer("centre", centre)
+        self.register_buffer("basis", basis)
+        self.register_buffer(
+            "scale", ((flat - centre) @ basis).pow(2).mean().sqrt().clamp_min(1e-12)
+        )
+
+    @property
+    def size(self) -> int:
+        """r, the number of components kept."""
+        return self.basis.shape[1]
+
+    def forward(self, features: Tensor) -> Tensor:
+        """The reduced features ``(N, r)`` of ``features`` ``(N, ...)``."""
+        flat = features.reshape(len(features), -1).float()
+        return (flat - self.centre) @ self.basis / self.scale
+
+
 class LatentAutoencoder(nn.Module):
     """Teachers' hidden layers of any sizes mapped into one latent space of ``size`` dimensions.
 
-    Per teacher t: its features ``(N, d_t)`` (flattened) are centred and projected on their
-    first ``reduce`` principal components (fitted here on ``features``, frozen; at most
-    min(d_t, N)), divided by one scale (so the reduced features have unit mean variance), then
-    encoded by an MLP (``hidden`` units) into a code ``(N, size)``; the shared latent is the
-    mean of the teachers' codes, and a decoder per teacher reconstructs its reduced features
-    from it.
+    Per teacher t: its features ``(N, d_t)`` are reduced by `PrincipalComponents` (``reduce``
+    components, fitted here on ``features``), then encoded by an MLP (``hidden`` units) into a
+    code ``(N, size)``, L2-normalised to unit length with ``normalize`` (as FaceNet's
+    embeddings, so that a triplet margin is measured on a fixed scale); the shared latent is
+    the mean of the teachers' codes, and a decoder per teacher reconstructs its reduced
+    features from it.
 
     Args:
         features: per teacher name, the features ``(N, ...)`` the PCA is fitted on.
         size: the latent's dimension.
         reduce: principal components kept per teacher.
         hidden: width of each encoder's and decoder's hidden layer.
+        normalize: whether each code is scaled to unit L2 norm.
     """
 
     def __init__(
-        self, features: Mapping[str, Tensor], size: int, reduce: int = 32, hidden: int = 64
+        self,
+        features: Mapping[str, Tensor],
+        size: int,
+        reduce: int = 32,
+        hidden: int = 64,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
         if not features:
             raise ValueError("the latent needs the features of at least one teacher")
         self.names = list(features)
-        self.size, self.reduce = size, reduce
+        self.size, self.reduce, self.normalize = size, reduce, normalize
+        self.reducers = nn.ModuleDict(
+            {name: PrincipalComponents(value, reduce) for name, value in features.items()}
+        )
         self.encoders, self.decoders = nn.ModuleDict(), nn.ModuleDict()
-        for index, (name, value) in enumerate(features.items()):
-            flat = value.reshape(len(value), -1).float()
-            centre = flat.mean(0)
-            _, _, vh = torch.linalg.svd(flat - centre, full_matrices=False)
-            basis = vh[: min(reduce, len(vh))].T.contiguous()
-            scale = ((flat - centre) @ basis).pow(2).mean().sqrt().clamp_min(1e-12)
-            self.register_buffer(f"centre_{index}", centre)
-            self.register_buffer(f"basis_{index}", basis)
-            self.register_buffer(f"scale_{index}", scale)
-            width = basis.shape[1]
+        for name, reducer in self.reducers.items():
             self.encoders[name] = nn.Sequential(
-                nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, size)
+                nn.Linear(reducer.size, hidden), nn.ReLU(), nn.Linear(hidden, size)
             )
             self.decoders[name] = nn.Sequential(
-                nn.Linear(size, hidden), nn.ReLU(), nn.Linear(hidden, width)
+                nn.Linear(size, hidden), nn.ReLU(), nn.Linear(hidden, reducer.size)
             )
 
     def reduced(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Each teacher's features ``(N, ...)`` as its scaled principal components ``(N, r_t)``."""
-        out = {}
-        for index, name in enumerate(self.names):
-            flat = features[name].reshape(len(features[name]), -1).float()
-            centre, basis = getattr(self, f"centre_{index}"), getattr(self, f"basis_{index}")
-            out[name] = (flat - centre) @ basis / getattr(self, f"scale_{index}")
-        return out
+        return {name: self.reducers[name](features[name]) for name in self.names}
 
     def codes(self, reduced: Mapping[str, Tensor]) -> Tensor:
-        """The teachers' codes ``(M, N, size)`` of their reduced features."""
-        return torch.stack([self.encoders[name](reduced[name]) for name in self.names])
+        """The teachers' codes ``(M, N, size)`` of their reduced features (unit rows with
+        ``normalize``)."""
+        codes = torch.stack([self.encoders[name](reduced[name]) for name in self.names])
+        return F.normalize(codes, dim=2) if self.normalize else codes
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
         """The shared latent ``(N, size)`` of the teachers' features (the mean of their codes)."""
         return self.codes(self.reduced(features)).mean(0)
 
     def extra_repr(self) -> str:
-        return f"teachers={self.names}, size={self.size}, reduce={self.reduce}"
+        return (
+            f"teachers={self.names}, size={self.size}, reduce={self.reduce}, "
+            f"normalize={self.normalize}"
+        )
 
 
 class LatentAlignment(Method):
     """Trains a `LatentAutoencoder`: ``reconstruction``, the mean squared error of every
     teacher's reduced features decoded from the shared latent, and ``triplet``,
-    ``triplet_weight`` × `triplet_loss` with margin ``margin`` on the teachers' codes — triplets
-    mined by class within the batch, each of anchor, positive and negative the code of a
-    random teacher (so that different teachers' codes of one class meet). At
-    ``triplet_weight=0`` the autoencoder is trained by reconstruction alone.
+    ``triplet_weight`` × `triplet_loss` with margin ``margin`` on the teachers' codes, so that
+    different teachers' codes of one class meet. ``mining`` picks the triplets within the
+    batch: ``random`` (`class_triplets`: each row anchors once, with a random positive and
+    negative, each the code of a random teacher) or ``semi_hard`` (`semi_hard_triplets` over
+    the codes of every teacher and row: every same-class pair, with FaceNet's semi-hard
+    negative). At ``triplet_weight=0`` the autoencoder is trained by reconstruction alone.
 
     Args:
         autoencoder: the model trained.
         columns: per teacher name (as in the autoencoder), the batch column of its features.
         margin: the triplet margin m, in squared latent units.
         triplet_weight: the triplet term's weight (≥ 0).
+        mining: ``random`` or ``semi_hard``.
     """
 
     def __init__(
@@ -295,12 +336,15 @@ class LatentAlignment(Method):
         columns: Mapping[str, str],
         margin: float = 1.0,
         triplet_weight: float = 1.0,
+        mining: str = "random",
     ) -> None:
         super().__init__(autoencoder)
         if triplet_weight < 0:
             raise ValueError(f"triplet_weight must be ≥ 0, got {triplet_weight}")
+        if mining not in ("random", "semi_hard"):
+            raise ValueError(f"mining must be 'random' or 'semi_hard', got {mining!r}")
         self.feature_columns = dict(columns)
-        self.margin, self.triplet_weight = margin, triplet_weight
+        self.margin, self.triplet_weight, self.mining = margin, triplet_weight, mining
         self.columns = ("y", *self.feature_columns.values())
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:  # type: ignore[override]
@@ -317,33 +361,43 @@ class LatentAlignment(Method):
         ).mean()
         losses = {"reconstruction": reconstruction}
         if self.triplet_weight > 0:
-            anchor, positive, negative = class_triplets(batch["y"])
-            who = torch.randint(len(codes), (3, len(anchor)), device=codes.device)
-            losses["triplet"] = self.triplet_weight * triplet_loss(
-                codes[who[0], anchor], codes[who[1], positive], codes[who[2], negative], self.margin
-            )
+            losses["triplet"] = self.triplet_weight * self._triplets(codes, batch["y"])
         return latent, losses
 
+    def _triplets(self, codes: Tensor, labels: Tensor) -> Tensor:
+        """The triplet loss of the codes ``(M, B, size)`` of a batch with ``labels`` ``(B,)``."""
+        if self.mining == "semi_hard":
+            flat = codes.reshape(-1, codes.shape[2])
+            anchor, positive, negative = semi_hard_triplets(flat, labels.repeat(len(codes)))
+            return triplet_loss(flat[anchor], flat[positive], flat[negative], self.margin)
+        anchor, positive, negative = class_triplets(labels)
+        who = torch.randint(len(codes), (3, len(anchor)), device=codes.device)
+        return triplet_loss(
+            codes[who[0], anchor], codes[who[1], positive], codes[who[2], negative], self.margin
+        )
+
     def extra_repr(self) -> str:
-        return f"margin={self.margin}, triplet_weight={self.triplet_weight}"
+        return f"margin={self.margin}, triplet_weight={self.triplet_weight}, mining={self.mining!r}"
 
 
 class MultiTeacherDistillation(Method):
     """λ·CE(y, softmax(z)) (``labels``) + (1 − λ)·T²·CE(q, softmax(z/T)) (``teachers``, q the
-    column ``soft_labels``: merged soft labels at temperature T) + γ·‖P(h) − s‖² (``latent``,
-    the mean squared error between the student's hidden layer h through its linear
-    projection P and the column ``latent`` s, the teachers' shared latent). λ and T are buffers
+    column ``soft_labels``: merged soft labels at temperature T) + γ·mean_j ‖P_j(h) − s_j‖²
+    (``latent``: for each target column s_j, the mean squared error between the student's
+    hidden layer h through its own linear projection P_j and s_j). One target ``latent`` (the
+    teachers' shared latent) is the shared-latent method; one target per teacher (each
+    teacher's reduced hidden layer) is per-teacher FitNets hints. λ and T are buffers
     (`register_lam_temperature`), so that `crossdistill.training.fit_many` trains methods of a
-    (λ, T) sweep as one stack.
+    (λ, T) sweep as one stack; so is γ (``latent_weight``).
 
     Args:
         student: maps ``x`` ``(B, ...)`` to logits ``(B, C)``.
         lam: weight λ of the true labels, in [0, 1]; at 1 no soft labels are read.
         temperature: T of the soft labels (they come in already softened at T).
-        latent_weight: γ ≥ 0; at 0 no latent is read and the student has no projection.
+        latent_weight: γ ≥ 0; at 0 no target is read and the student has no projection.
         layer: the student's submodule (module path) whose output is h, with latent_weight > 0.
         hidden_size: h's size (flattened), with latent_weight > 0.
-        latent_size: s's size, with latent_weight > 0.
+        targets: with latent_weight > 0, each target column's name and size, ``{"latent": 16}``.
     """
 
     def __init__(
@@ -355,45 +409,52 @@ class MultiTeacherDistillation(Method):
         latent_weight: float = 0.0,
         layer: str | None = None,
         hidden_size: int | None = None,
-        latent_size: int | None = None,
+        targets: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__(student)
         register_lam_temperature(self, lam, temperature)
         if latent_weight < 0:
             raise ValueError(f"latent_weight must be ≥ 0, got {latent_weight}")
-        self.latent_weight = latent_weight
+        device = next(student.parameters(), torch.empty(0)).device
+        self.register_buffer(
+            "latent_weight", torch.tensor(float(latent_weight), device=device), persistent=False
+        )
+        self.matches_hidden = latent_weight > 0  # γ is a buffer: a stack may sweep it
         self.layer = layer
         columns = ["x", "y"] + (["soft_labels"] if lam < 1 else [])
-        if latent_weight > 0:
-            if layer is None or hidden_size is None or latent_size is None:
-                raise ValueError("a latent term needs the student's layer, hidden and latent size")
-            self.projection = nn.Linear(hidden_size, latent_size)
-            columns.append("latent")
+        if self.matches_hidden:
+            if layer is None or hidden_size is None or not targets:
+                raise ValueError("a latent term needs the student's layer, hidden size and targets")
+            self.projections = nn.ModuleDict(
+                {name: nn.Linear(hidden_size, size) for name, size in targets.items()}
+            )
+            columns += list(targets)
         self.columns = tuple(columns)
 
     def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        layers = [self.layer] if self.latent_weight > 0 else []
+        layers = [self.layer] if self.matches_hidden else []
         with capture(self.student, layers, detach=False) as recorded:
             output = self.student(batch["x"])
         losses = {"labels": self.lam * F.cross_entropy(output, batch["y"])}
         if "soft_labels" in self.columns:  # λ < 1, fixed when built (alike in a stack)
             soft = F.cross_entropy(output / self.temperature, batch["soft_labels"])
             losses["teachers"] = self.teacher_weight * (soft * self.temperature_squared)
-        if self.latent_weight > 0:
-            hidden = recorded[self.layer][0]
-            projected = self.projection(hidden.reshape(len(hidden), -1))
-            losses["latent"] = self.latent_weight * F.mse_loss(projected, batch["latent"])
+        if self.matches_hidden:
+            hidden = recorded[self.layer][0].reshape(len(output), -1)
+            matched = [F.mse_loss(P(hidden), batch[name]) for name, P in self.projections.items()]
+            losses["latent"] = self.latent_weight * torch.stack(matched).mean()
         return output, losses
 
-    def project(self, x: Tensor) -> Tensor:
-        """The student's hidden layer through its projection, ``(N, latent_size)``, no grad."""
+    def project(self, x: Tensor, target: str = "latent") -> Tensor:
+        """The student's hidden layer through the projection of ``target``, ``(N, size)``, no
+        grad."""
         with torch.no_grad(), capture(self.student, [self.layer]) as recorded:
             self.student(x)
             hidden = recorded[self.layer][0]
-            return self.projection(hidden.reshape(len(hidden), -1))
+            return self.projections[target](hidden.reshape(len(hidden), -1))
 
     def extra_repr(self) -> str:
         return (
             f"lam={float(self.lam):g}, temperature={float(self.temperature):g}, "
-            f"latent_weight={self.latent_weight}, layer={self.layer!r}"
+            f"latent_weight={float(self.latent_weight):g}, layer={self.layer!r}"
         )
