@@ -414,7 +414,8 @@ class MultiTeacherKind(ExperimentKind):
         Test, both in the first two principal axes of the former, on `LATENT_POINTS` rows."""
         runs = {t: self._pass(t, test.x) for t in setting.group}
         shown = random_indices(len(test), min(LATENT_POINTS, len(test)), 0)[0]
-        latent = trainer.targets_of(setting, seed, runs)["latent"][shown]
+        everything = torch.arange(len(self.splits.small))
+        latent = trainer.targets(setting, everything, seed, runs)["latent"][shown]
         method.eval()
         student = method.project(test.x[shown].to(self.config.device)).cpu()
         centre = latent.mean(0)
@@ -444,7 +445,7 @@ class _ArmTrainer:
         self.kind, self.unit, self.arm, self.runs = kind, unit, arm, runs
         self._soft: dict[tuple, Tensor] = {}
         self._reducers: dict[tuple, dict[str, PrincipalComponents]] = {}
-        self._latents: dict[tuple, tuple[LatentAutoencoder, Tensor, Tensor]] = {}
+        self._latents: dict[tuple, LatentAutoencoder] = {}
 
     def train(
         self, settings: list[Setting], rows: Tensor, final: bool
@@ -515,41 +516,37 @@ class _ArmTrainer:
             self._soft[key] = merge_soft_labels(softened, classes, kind.num_classes, weights)
         return self._soft[key]
 
-    def targets(self, setting: Setting, rows: Tensor, seed: int) -> dict[str, Tensor]:
-        """What the student's hidden layer matches on Small's ``rows``, by batch column: each
-        teacher's reduced hidden layer (``hints``), the standardised shared latent, or
-        nothing."""
+    def targets(
+        self,
+        setting: Setting,
+        rows: Tensor,
+        seed: int,
+        runs: dict[str, TeacherRun] | None = None,
+    ) -> dict[str, Tensor]:
+        """What the student's hidden layer matches, by batch column, as fitted on Small's
+        ``rows`` (with ``seed``): each teacher's reduced hidden layer (``hints``), the shared
+        latent standardised by its mean and std on those rows, or nothing. Of those rows, or,
+        with ``runs``, of the teachers' passes ``runs`` (e.g. over Test)."""
         if self.arm.latent == "none":
             return {}
-        features = {t: self._features(t, self.runs[t])[rows] for t in setting.group}
+        small = {t: self._features(t, self.runs[t])[rows] for t in setting.group}
+        features = small if runs is None else {t: self._features(t, runs[t]) for t in small}
         if self.arm.latent == "hints":
             reducers = self._hint_reducers(setting.group, rows)
             return {_hint(t): reducers[t](features[t]) for t in setting.group}
-        autoencoder, centre, scale = self.latent(setting, rows, seed)
+        autoencoder = self.autoencoder(setting, rows, seed)
         with torch.no_grad():
-            latent = autoencoder(features).cpu()
-        return {"latent": (latent - centre) / scale}
-
-    def targets_of(
-        self, setting: Setting, seed: int, runs: dict[str, TeacherRun]
-    ) -> dict[str, Tensor]:
-        """`targets` of the teachers' passes ``runs`` (e.g. over Test), by what was fitted on
-        all of Small with ``seed``."""
-        everything = torch.arange(len(self.kind.splits.small))
-        features = {t: self._features(t, runs[t]) for t in setting.group}
-        if self.arm.latent == "hints":
-            reducers = self._hint_reducers(setting.group, everything)
-            return {_hint(t): reducers[t](features[t]) for t in setting.group}
-        autoencoder, centre, scale = self.latent(setting, everything, seed)
-        with torch.no_grad():
-            return {"latent": (autoencoder(features).cpu() - centre) / scale}
+            reference = autoencoder(small).cpu()
+            latent = reference if runs is None else autoencoder(features).cpu()
+        return {"latent": (latent - reference.mean(0)) / reference.std().clamp_min(1e-12)}
 
     def probe(self, setting: Setting, seed: int, test_runs: dict[str, TeacherRun]) -> float:
         """Test accuracy of a logistic regression fitted on `targets` of all of Small: how much
         of the label the student's hint or latent carries."""
         small, test = self.kind.splits.small, self.kind.splits.test
-        fitted = torch.cat(list(self.targets(setting, torch.arange(len(small)), seed).values()), 1)
-        scored = torch.cat(list(self.targets_of(setting, seed, test_runs).values()), 1)
+        everything = torch.arange(len(small))
+        fitted = torch.cat(list(self.targets(setting, everything, seed).values()), 1)
+        scored = torch.cat(list(self.targets(setting, everything, seed, test_runs).values()), 1)
         model = LogisticRegression(max_iter=2000).fit(fitted.numpy(), small.y.numpy())
         return float(model.score(scored.numpy(), test.y.numpy()))
 
@@ -570,13 +567,10 @@ class _ArmTrainer:
             }
         return self._reducers[key]
 
-    def latent(
-        self, setting: Setting, rows: Tensor, seed: int
-    ) -> tuple[LatentAutoencoder, Tensor, Tensor]:
+    def autoencoder(self, setting: Setting, rows: Tensor, seed: int) -> LatentAutoencoder:
         """The autoencoder of ``setting``'s teachers, margin and triplet weight, trained
         (seeded by ``seed``) on the config's ``latent.rows`` rows of Big or, without them, on
-        Small's ``rows``; and the centre ``(size,)`` and scale (a scalar) that standardise the
-        latent of Small's ``rows``."""
+        Small's ``rows``; in eval mode."""
         kind, config = self.kind, self.kind.config
         on_big = config.latent.rows is not None
         trained_on = "big" if on_big else tuple(rows.tolist())
@@ -620,11 +614,7 @@ class _ArmTrainer:
                 name=f"shared latent of arm {self.unit!r}, seed {seed}",
                 **training(config.latent.train),
             )
-            autoencoder.eval()
-            small = {t: self._features(t, self.runs[t])[rows] for t in group}
-            with torch.no_grad():
-                latent = autoencoder(small).cpu()
-            self._latents[key] = (autoencoder, latent.mean(0), latent.std().clamp_min(1e-12))
+            self._latents[key] = autoencoder.eval()
         return self._latents[key]
 
 

@@ -205,7 +205,7 @@ def confidence_weights(
     share = torch.softmax(torch.where(knowing, losses, -torch.inf), 1).nan_to_num(0.0)
     weights = (1 - share) * knowing / (count - 1).clamp_min(1)
     weights = torch.where(count == 1, knowing.to(weights.dtype), weights)
-    size = int(max(int(known.max()) for known in classes)) + 1
+    size = max(int(known.max()) for known in classes) + 1
     masks = torch.zeros(len(classes), size, dtype=torch.bool)
     for i, known in enumerate(classes):
         masks[i, known] = True
