@@ -4,6 +4,7 @@ to end on the embedded digits."""
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from crossdistill.experiments import ConfigError, load_config, run_experiment
+from crossdistill.experiments.config import LatentConfig
 from crossdistill.experiments.outputs import read_csv
 from crossdistill.losses import TripletLoss, class_triplets, triplet_loss
 from crossdistill.methods.multiteacher import (
@@ -278,11 +280,11 @@ def test_teachers_of_different_sizes_align_into_one_latent_of_the_configured_siz
     features, labels = _clustered({"small": 7, "wide": 40, "image": 12})
     features["image"] = features["image"].reshape(-1, 3, 2, 2)  # any shape, flattened
     torch.manual_seed(0)
-    autoencoder = LatentAutoencoder(features, size=5, reduce=6, hidden=16)
+    autoencoder = LatentAutoencoder(features, size=5, reduce=6, hidden=16, normalize=False)
     assert autoencoder(features).shape == (120, 5)
     assert [e[0].in_features for e in autoencoder.encoders.values()] == [6, 6, 6]
     columns = {name: f"features/{name}/h" for name in features}
-    alignment = LatentAlignment(autoencoder, columns, margin=1.0, triplet_weight=1.0)
+    alignment = LatentAlignment(autoencoder, columns, margin=1.0, mining="random")
     batch = {"y": labels} | {columns[n]: f for n, f in features.items()}
     torch.manual_seed(1)
     before = alignment.forward_train(batch)[1]["triplet"].item()
@@ -349,6 +351,29 @@ def test_per_teacher_hints_match_each_target_through_its_own_projection() -> Non
     torch.testing.assert_close(losses["latent"], 2.0 * (expected[0] + expected[1]) / 2)
     losses["latent"].backward()
     assert all(p.weight.grad.abs().sum() > 0 for p in method.projections.values())
+
+
+def test_the_latent_classes_default_to_a_configs_latent_settings() -> None:
+    """From Python and from a config, a latent is the same by default."""
+    config = LatentConfig()
+
+    def defaults(cls: type) -> dict[str, object]:
+        return {
+            name: p.default
+            for name, p in inspect.signature(cls).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+
+    assert defaults(LatentAutoencoder) == {
+        "reduce": config.reduce,
+        "hidden": config.hidden,
+        "normalize": config.normalize,
+    }
+    assert defaults(LatentAlignment) == {
+        "margin": config.margin,
+        "triplet_weight": config.triplet_weight,
+        "mining": config.mining,
+    }
 
 
 def test_normalised_codes_are_unit_vectors_and_semi_hard_mining_trains_them_apart() -> None:

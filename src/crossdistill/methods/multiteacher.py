@@ -272,7 +272,7 @@ class LatentAutoencoder(nn.Module):
         size: int,
         reduce: int = 32,
         hidden: int = 64,
-        normalize: bool = False,
+        normalize: bool = True,
     ) -> None:
         super().__init__()
         if not features:
@@ -334,9 +334,9 @@ class LatentAlignment(Method):
         self,
         autoencoder: LatentAutoencoder,
         columns: Mapping[str, str],
-        margin: float = 1.0,
+        margin: float = 0.2,
         triplet_weight: float = 1.0,
-        mining: str = "random",
+        mining: str = "semi_hard",
     ) -> None:
         super().__init__(autoencoder)
         if triplet_weight < 0:
