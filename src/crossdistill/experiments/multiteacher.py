@@ -41,7 +41,7 @@ from .config import (
 )
 from .distillation import SELECTION_SEED
 from .driver import ExperimentKind, Rows, choose, field, splits_tensors, target_size
-from .outputs import markdown_table, plot_curves, summarize, write_csv
+from .outputs import METRIC_LABELS, markdown_table, plot_curves, summarize, write_csv
 from .teachers import load_teacher, prepare_teacher, train_seeds, training
 
 TASK = "classification"
@@ -278,14 +278,9 @@ class MultiTeacherKind(ExperimentKind):
             f"{c['arm']}: {c['teachers'] or 'none'}, λ={float(c['lam']):g}, "
             f"T={float(c['temperature']):g}"
             + "".join(
-                f", {label}={float(c[key]):g}"
-                for key, label in (("latent_weight", "γ"), ("margin", "margin"))
+                f", {METRIC_LABELS[key]}={float(c[key]):g}"
+                for key in ("latent_weight", "margin", "triplet_weight")
                 if float(c.get(key) or 0) > 0
-            )
-            + (
-                f", triplet weight={float(c['triplet_weight']):g}"
-                if float(c.get("triplet_weight") or 0) > 0
-                else ""
             )
             + f" (of {c['candidates']})"
             for c in choices

@@ -56,7 +56,6 @@ def register_lam_temperature(method: nn.Module, lam: float, temperature: float) 
     with its own λ and T); non-persistent, so ``state_dict`` and checkpoints hold none of them.
     """
     check_lam_temperature(lam, temperature)
-    device = next(method.parameters(), torch.empty(0)).device
     values = {
         "lam": lam,
         "teacher_weight": 1.0 - lam,
@@ -64,7 +63,15 @@ def register_lam_temperature(method: nn.Module, lam: float, temperature: float) 
         "temperature_squared": temperature**2,
     }
     for name, value in values.items():
-        method.register_buffer(name, torch.tensor(float(value), device=device), persistent=False)
+        register_setting(method, name, value)
+
+
+def register_setting(method: nn.Module, name: str, value: float) -> None:
+    """Hold the number ``value`` in ``method`` as the 0-dim float32 buffer ``name``, on the
+    device of its parameters and non-persistent: a setting that `crossdistill.training.fit_many`
+    stacks, so that each method of a sweep trains with its own value."""
+    device = next(method.parameters(), torch.empty(0)).device
+    method.register_buffer(name, torch.tensor(float(value), device=device), persistent=False)
 
 
 class Method(nn.Module):

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..losses import class_triplets, semi_hard_triplets, triplet_loss
 from ..training.hooks import capture
-from .base import Batch, Method, register_lam_temperature
+from .base import Batch, Method, register_lam_temperature, register_setting
 
 MERGE_TOLERANCE = 1e-9
 """`merge_soft_labels` stops when every row's gradient (in logit space) is at most this, in
@@ -415,10 +415,7 @@ class MultiTeacherDistillation(Method):
         register_lam_temperature(self, lam, temperature)
         if latent_weight < 0:
             raise ValueError(f"latent_weight must be ≥ 0, got {latent_weight}")
-        device = next(student.parameters(), torch.empty(0)).device
-        self.register_buffer(
-            "latent_weight", torch.tensor(float(latent_weight), device=device), persistent=False
-        )
+        register_setting(self, "latent_weight", latent_weight)
         self.matches_hidden = latent_weight > 0  # γ is a buffer: a stack may sweep it
         self.layer = layer
         columns = ["x", "y"] + (["soft_labels"] if lam < 1 else [])
