@@ -2,6 +2,7 @@
 `crossdistill.registries.methods`."""
 
 from .base import Batch, Method, feature_column, teacher_column, teachers_read
+from .deep_gdda import GDDADistillation, WeightedDistillation
 from .gdda import GDDAClassifier
 from .growth import GrowthObjective
 from .multidomain import Distillation, distill
@@ -19,6 +20,7 @@ __all__ = [
     "Batch",
     "Distillation",
     "GDDAClassifier",
+    "GDDADistillation",
     "GrowthObjective",
     "LatentAlignment",
     "LatentAutoencoder",
@@ -26,6 +28,7 @@ __all__ = [
     "MultiTeacherDistillation",
     "PrincipalComponents",
     "Supervised",
+    "WeightedDistillation",
     "confidence_weights",
     "distill",
     "feature_column",

@@ -79,6 +79,8 @@ class Method(nn.Module):
 
     Subclasses set ``columns`` (the batch columns they read) and implement `forward_train`;
     ``forward(x)`` is the student's, so evaluation and prediction see the student alone.
+    A method may also define ``before_epoch(train, epoch)``, which `fit` calls at the start of
+    every epoch with all the training columns (see `crossdistill.training.Trainable`).
     Frozen parts (a teacher's outputs, a VGG) come in as columns or as parameters with
     ``requires_grad=False``; every parameter that requires a gradient is trained.
 

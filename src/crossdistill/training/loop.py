@@ -161,7 +161,13 @@ class Trainable(Protocol):
     """What `fit` trains: a module whose ``forward(x)`` is the model being trained and whose
     ``forward_train(batch)`` returns ``(outputs, {loss_name: scalar})`` for a batch of named
     columns (see `crossdistill.data.Columns`); `fit` minimises the sum of the named losses.
-    `crossdistill.methods.Method` is the base class that meets it."""
+    `crossdistill.methods.Method` is the base class that meets it.
+
+    Optionally it has ``before_epoch(train, epoch) -> dict[str, float]``: `fit` calls it at the
+    start of every epoch (1-based) with all the training columns, on their storage device, and
+    the dict joins that epoch's metrics (e.g. `crossdistill.methods.GDDADistillation` refits
+    its imitation weights there). `crossdistill.training.fit_many` trains such a method one
+    run at a time."""
 
     columns: tuple[str, ...]
 
@@ -218,7 +224,9 @@ def fit(
 
     Returns:
         ``[{"epoch": 1, "train_loss": ..., "train_<name>": ..., **validate(method)}, ...]`` for
-        every epoch so far: the summed loss and each named loss, means over the epoch's rows.
+        every epoch so far: the summed loss and each named loss, means over the epoch's rows,
+        and what the method's ``before_epoch`` returned for that epoch, if it has one (see
+        `Trainable`).
 
     Raises:
         TrainingDiverged: an epoch's loss or ``validate`` metric is not finite, or its loss is
@@ -267,6 +275,7 @@ def fit(
         )
         for epoch in range(len(history) + 1, epochs + 1):
             method.train()
+            before = method.before_epoch(columns, epoch) if hasattr(method, "before_epoch") else {}
             totals: dict[str, Tensor] = {}
             for index in torch.randperm(rows, generator=order).split(batch_size):
                 part, weight = distributed.shard(index.to(host))
@@ -288,7 +297,7 @@ def fit(
                 f"train_{k}": float(v) / rows / processes
                 for k, v in zip(totals, summed, strict=True)
             }
-            metrics = {"epoch": epoch, "train_loss": sum(named.values()), **named}
+            metrics = {"epoch": epoch, "train_loss": sum(named.values()), **named, **before}
             if validate is not None:
                 metrics |= validate(method)
             _check_diverged(metrics, first_loss, name, epoch)
