@@ -196,13 +196,16 @@ def test_cross_domain_teacher_lowers_cross_entropy_and_the_cache_runs_once() -> 
 
 
 def test_privileged_student_beats_the_student_alone_and_gdda_trusts_the_good_teacher() -> None:
-    distilled, gdda = _page("docs/guides/privileged.md")
+    distilled, gdda, deep = _page("docs/guides/privileged.md")
     test = distilled["data"].test.regular
     alone = evaluate(distilled["alone"], test, "classification")["accuracy"]
     student = evaluate(distilled["student"], test, "classification")["accuracy"]
     assert student > alone + 0.05
     weights = gdda["model"].lambda_
     assert weights[1] > 0.5 and weights[2] < 0.1
+    history = deep["history"]  # the noise teacher gets no weight at any epoch
+    assert all(row["lambda_noise"] == 0 for row in history)
+    assert all(row["lambda_labels"] + row["lambda_good"] == pytest.approx(1) for row in history)
 
 
 def test_growth_keeps_the_teachers_logits_and_the_objective_records_its_terms() -> None:

@@ -1,12 +1,20 @@
 """Experiments from configs: the schema, one driver for every kind, the report.
 
 Each kind is one module that registers its `ExperimentKind` in
-`crossdistill.registries.kinds`: `distillation` (a teacher through a mapping φ), `privileged`
+`crossdistill.registries.kinds`: `distillation` (a teacher through a mapping φ), `deep_gdda`
+(imitation weights learned inside a network, against a validation grid), `privileged`
 (generalized distillation), `gdda` (the GDDA-SVM), `growth` (anti-distillation) and
 `multiteacher` (several teachers through a shared latent).
 """
 
-from . import distillation, gdda, growth, multiteacher, privileged  # noqa: F401  (register the kinds)
+from . import (  # noqa: F401  (register the kinds)
+    deep_gdda,
+    distillation,
+    gdda,
+    growth,
+    multiteacher,
+    privileged,
+)
 from .config import ConfigError, ExperimentConfig, builtin_configs, load_config
 from .driver import ExperimentKind, choose, run_experiment
 

@@ -338,6 +338,55 @@ class ExperimentConfig(_Strict):
         return teacher_of(arm, self.teachers)
 
 
+class DeepGDDAArmConfig(ArmConfig):
+    """An arm of a deep GDDA config: `ArmConfig` without a mapping of its own (each teacher
+    brings its ``mapping``). ``lam`` defaults to 1 (no teacher); a method that learns its
+    weights (``gdda_distillation``) only checks it."""
+
+    lam: Sweep = 1.0
+
+    @model_validator(mode="after")
+    def _check_mapping(self) -> DeepGDDAArmConfig:
+        if self.mapping != "identity":
+            raise FieldError(
+                "mapping",
+                "each teacher brings its own (field 'teachers.<name>.mapping'); an arm takes "
+                f"none, found {self.mapping!r}",
+            )
+        return self
+
+
+class DeepGDDAConfig(ExperimentConfig):
+    """Deep GDDA against a validation grid (after Ao, 2016, "Distilling"): an `ExperimentConfig`
+    whose teachers each read the student's images through their own ``mapping`` φ, so that an
+    arm's method (``weighted_distillation``, ``gdda_distillation``) can learn from several
+    teachers on different domains. Each arm's wall time, its selection on validation included,
+    is recorded. ``svm_arms`` (name → teachers) add the GDDA-SVM itself for comparison:
+    `GDDAClassifier` with the ``classifier`` settings, fitted on Small's flattened inputs with
+    those teachers' probabilities (every row labelled) and scored on Test."""
+
+    kind: Literal["deep_gdda"]
+    teachers: Annotated[dict[str, MappedTeacherConfig], Named] = Field(default_factory=dict)
+    arms: Annotated[dict[str, DeepGDDAArmConfig], Named] = Field(min_length=1)
+    svm_arms: Annotated[dict[str, list[str]], Named] = Field(default_factory=dict)
+    classifier: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_svm_arms(self) -> DeepGDDAConfig:
+        for name, members in self.svm_arms.items():
+            unknown = [m for m in members if m not in self.teachers]
+            if unknown or len(set(members)) < len(members):
+                raise FieldError(
+                    f"svm_arms.{name}",
+                    f"must list teachers of field 'teachers' ({', '.join(self.teachers)}), each "
+                    f"once, found {members!r}",
+                )
+            if name in self.arms:
+                raise FieldError(f"svm_arms.{name}", "is also the name of an arm in field 'arms'")
+        _check_classifier(self.classifier)
+        return self
+
+
 class PrivilegedConfig(_Strict):
     """Generalized distillation (Lopez-Paz et al., 2016): for every problem and repetition ``seed``,
     teachers (by name) trained on the privileged inputs x* of the training rows and students on
@@ -389,13 +438,19 @@ class PrivilegedConfig(_Strict):
         return self
 
 
-class GDDATeacherConfig(TeacherConfig):
+class MappedTeacherConfig(TeacherConfig):
+    """A teacher with its own mapping φ: it gives its outputs on ``mapping``(target x) (see
+    `TeacherConfig` for the rest)."""
+
+    mapping: MappingSpec = "identity"
+
+
+class GDDATeacherConfig(MappedTeacherConfig):
     """A teacher of a GDDA config, on its own source domain (``data``, required): trained on
     ``transform`` of its Big or loaded (see `TeacherConfig`); it gives soft labels on
     ``mapping``(target x)."""
 
     data: DataConfig
-    mapping: MappingSpec = "identity"
 
 
 GDDA_SET_BY_THE_RUN = ("lambda_search", "classes", "teacher_outputs")
@@ -437,18 +492,23 @@ class GDDAConfig(_Strict):
                     f"must list teachers of field 'teachers' ({', '.join(self.teachers)}), found "
                     f"{members!r}",
                 )
-        allowed = set(GDDAClassifier().get_params()) - set(GDDA_SET_BY_THE_RUN)
-        unknown = sorted(set(self.classifier) - allowed)
-        if unknown:
-            raise FieldError(
-                f"classifier.{unknown[0]}",
-                f"no such setting; the classifier accepts {', '.join(sorted(allowed))}",
-            )
-        try:  # every setting's value, checked as fit checks it, on a two-row problem
-            GDDAClassifier(**self.classifier).fit(np.eye(2), np.arange(2))
-        except (TypeError, ValueError) as error:
-            raise FieldError("classifier", str(error)) from None
+        _check_classifier(self.classifier)
         return self
+
+
+def _check_classifier(settings: dict[str, Any]) -> None:
+    """Refuse `GDDAClassifier` settings a run sets itself, unknown ones and bad values."""
+    allowed = set(GDDAClassifier().get_params()) - set(GDDA_SET_BY_THE_RUN)
+    unknown = sorted(set(settings) - allowed)
+    if unknown:
+        raise FieldError(
+            f"classifier.{unknown[0]}",
+            f"no such setting; the classifier accepts {', '.join(sorted(allowed))}",
+        )
+    try:  # every setting's value, checked as fit checks it, on a two-row problem
+        GDDAClassifier(**settings).fit(np.eye(2), np.arange(2))
+    except (TypeError, ValueError) as error:
+        raise FieldError("classifier", str(error)) from None
 
 
 class GrowthObjectiveConfig(_Strict):
@@ -703,9 +763,17 @@ class MultiTeacherConfig(_Strict):
         return arm.teachers if isinstance(arm.teachers, list) else list(self.teachers)
 
 
-AnyConfig = ExperimentConfig | PrivilegedConfig | GDDAConfig | GrowthConfig | MultiTeacherConfig
+AnyConfig = (
+    ExperimentConfig
+    | DeepGDDAConfig
+    | PrivilegedConfig
+    | GDDAConfig
+    | GrowthConfig
+    | MultiTeacherConfig
+)
 SCHEMAS: dict[str, type[AnyConfig]] = {
     "distillation": ExperimentConfig,
+    "deep_gdda": DeepGDDAConfig,
     "privileged": PrivilegedConfig,
     "gdda": GDDAConfig,
     "growth": GrowthConfig,

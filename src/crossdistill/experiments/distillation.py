@@ -111,9 +111,9 @@ class DistillationKind(ExperimentKind):
                 self.reads[name] = self._reads(name, arm, models_)
             with field(f"arms.{name}.mapping"):
                 phi = self._mapping(arm.mapping)
-                with torch.no_grad():
-                    seen = phi(self.splits.small.x[:1])
                 for teacher in self.reads[name]:
+                    with torch.no_grad():
+                        seen = self._phi(arm, teacher)(self.splits.small.x[:1])
                     source = f"teacher {teacher!r} (field 'teachers.{teacher}')"
                     check_outputs(models_[teacher], seen, self.num_outputs, source)
             self.record(f"arms.{name}.mapping", phi)
@@ -143,15 +143,16 @@ class DistillationKind(ExperimentKind):
         """Arm ``unit``: its teachers' columns on Small (one pass each), (λ, T) chosen on
         validation, then every seed trained on all of Small and scored on Test."""
         name, arm, splits = unit, self.config.arms[unit], self.splits
-        phi = self._mapping(arm.mapping)
         small = splits.small.columns()
         for teacher, layers in self.reads[name].items():
-            small |= _teacher_columns(
-                teacher,
-                self.cache.run(
-                    self.teachers[teacher], phi, small["x"], layers, name=f"teacher {teacher!r}"
-                ),
+            run = self.cache.run(
+                self.teachers[teacher],
+                self._phi(arm, teacher),
+                small["x"],
+                layers,
+                name=f"teacher {teacher!r}",
             )
+            small |= _teacher_columns(teacher, run)
         (lam, temperature), selection = self._choose(name, arm, small)
         results = [{"arm": name, "seed": "", "metric": "lam", "value": lam}]
         if self.task == "classification":
@@ -167,7 +168,7 @@ class DistillationKind(ExperimentKind):
             batched=self.config.batched,
             checkpoints=self.out / "checkpoints" / file_name(name),
             names=[f"student of arm {name!r}, seed {seed}" for seed in seeds],
-            validate=lambda model: evaluate(model, splits.test, self.task),
+            validate=self._score,
             progress=self.progress,
         )
         for seed, history in zip(seeds, histories, strict=True):
@@ -186,7 +187,10 @@ class DistillationKind(ExperimentKind):
         teacher = self.config.teacher_of(arm)
         if teacher in self.reads[name]:
             test_out = self.cache.outputs(
-                self.teachers[teacher], phi, splits.test.x, name=f"teacher {teacher!r}"
+                self.teachers[teacher],
+                self._phi(arm, teacher),
+                splits.test.x,
+                name=f"teacher {teacher!r}",
             )
             arm_level["teacher_parameters"] = count_parameters(self.teachers[teacher])
             for metric, value in metrics(test_out, splits.test.y, self.task).items():
@@ -226,6 +230,14 @@ class DistillationKind(ExperimentKind):
         if key not in self._mappings:
             self._mappings[key] = mappings.build(spec)
         return self._mappings[key]
+
+    def _score(self, model: nn.Module) -> dict[str, float]:
+        """A final run's Test metrics after an epoch (`crossdistill.training.evaluate`)."""
+        return evaluate(model, self.splits.test, self.task)
+
+    def _phi(self, arm: ArmConfig, teacher: str) -> nn.Module:
+        """The mapping φ in front of ``teacher`` for arm ``arm``: the arm's ``mapping``."""
+        return self._mapping(arm.mapping)
 
     def _method(self, arm: ArmConfig, student: nn.Module, lam: float, temperature: float) -> Method:
         return arm_method(arm, self.config.teacher_of(arm), student, lam, temperature, self.task)

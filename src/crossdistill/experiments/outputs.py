@@ -39,11 +39,15 @@ METRIC_LABELS = {
     "teacher_parameters": "teacher parameters",
     "robust_loss": "robust loss L3^δ",
     "prediction_variance": "prediction variance",
+    "training_seconds": "training seconds",
+    "selection_seconds": "of which selection",
+    "runs": "student runs",
+    "weight": "weight λ",
 }
 
 
-SETTINGS = ("lam", "temperature", "latent_weight", "margin", "triplet_weight")
-"""Metrics that are chosen settings, not measurements: printed as plain numbers."""
+SETTINGS = ("lam", "temperature", "latent_weight", "margin", "triplet_weight", "runs")
+"""Metrics that are chosen settings or counts, not measurements: printed as plain numbers."""
 
 
 class RunDirectoryError(CrossdistillError, FileExistsError):
