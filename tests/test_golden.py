@@ -18,7 +18,7 @@ from crossdistill.experiments.config import load_config
 from crossdistill.experiments.outputs import read_csv, write_csv
 
 GOLDEN = Path(__file__).parent / "golden"
-KINDS = ("distillation", "regression", "privileged", "gdda", "growth")
+KINDS = ("distillation", "regression", "privileged", "gdda", "gdda_multisource", "growth")
 UNCOMPARED = ("seconds", "seconds_grid", "objective_seconds", "seconds_to_best")
 """Metrics that are wall times."""
 

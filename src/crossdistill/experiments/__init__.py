@@ -3,8 +3,9 @@
 Each kind is one module that registers its `ExperimentKind` in
 `crossdistill.registries.kinds`: `distillation` (a teacher through a mapping φ), `deep_gdda`
 (imitation weights learned inside a network, against a validation grid), `privileged`
-(generalized distillation), `gdda` (the GDDA-SVM), `growth` (anti-distillation) and
-`multiteacher` (several teachers through a shared latent).
+(generalized distillation), `gdda` (the GDDA-SVM), `gdda_multisource` (how accurately the
+GDDA-SVM learns several imitation weights, on data whose truth is known), `growth`
+(anti-distillation) and `multiteacher` (several teachers through a shared latent).
 """
 
 from . import (  # noqa: F401  (register the kinds)
@@ -12,6 +13,7 @@ from . import (  # noqa: F401  (register the kinds)
     distillation,
     gdda,
     growth,
+    multisource,
     multiteacher,
     privileged,
 )

@@ -511,6 +511,55 @@ def _check_classifier(settings: dict[str, Any]) -> None:
         raise FieldError("classifier", str(error)) from None
 
 
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+"""A number in [0, 1]: a probability or a share."""
+
+
+class GDDAMultiSourceConfig(_Strict):
+    """How accurately the GDDA-SVM (Ao, 2016, "Distilling") learns several imitation weights, on
+    Gaussian classes whose posterior is known.
+
+    Per seed: ``classes`` class means in ``dimensions`` dimensions drawn from
+    N(0, ``separation``² I), rows x ~ N(μ_y, I) with equal priors (so p*(y|x) is a softmax in
+    closed form), and ``test_rows`` Test rows with their true labels. Per n of
+    ``labelled_per_class``: n rows per class, each label replaced by a uniformly random class
+    with probability ``label_noise``. Per M of ``teachers``: teacher j's soft labels
+    ``r_j p*(·|x) + (1 − r_j) ν`` with ν ~ Dirichlet(``concentration``) per row and teacher and
+    the r_j evenly spaced from ``reliability[0]`` to ``reliability[1]`` (M = 1: the first).
+    The classifier (`crossdistill.methods.GDDAClassifier` with ``classifier`` settings) learns λ
+    by gradient on its leave-one-out loss and, for M ≤ ``grid_up_to``, by the LOO-best point of
+    the grid {0, 0.1, …, 1}^(M+1) ∩ simplex; λ* minimises its Test cross-entropy (exactly).
+    """
+
+    kind: Literal["gdda_multisource"]
+    name: str
+    description: str = ""
+    classes: Annotated[int, Field(ge=2)] = 5
+    dimensions: PositiveInt = 20
+    separation: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.55
+    teachers: Annotated[list[PositiveInt], Field(min_length=1), AfterValidator(_unique)] = Field(
+        default_factory=lambda: [1, 2, 4, 8]
+    )
+    reliability: Annotated[list[Fraction], Field(min_length=2, max_length=2)] = Field(
+        default_factory=lambda: [0.9, 0.1]
+    )
+    concentration: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.3
+    label_noise: Fraction = 0.3
+    labelled_per_class: Annotated[
+        list[PositiveInt], Field(min_length=1), AfterValidator(_unique)
+    ] = Field(default_factory=lambda: [10, 50, 200])
+    test_rows: PositiveInt = 2000
+    classifier: dict[str, Any] = Field(default_factory=dict)
+    grid_up_to: Annotated[int, Field(ge=0)] = 4
+    seeds: Seeds = Field(default_factory=lambda: list(range(10)))
+    device: Device = "cpu"
+
+    @model_validator(mode="after")
+    def _check(self) -> GDDAMultiSourceConfig:
+        _check_classifier(self.classifier)
+        return self
+
+
 class GrowthObjectiveConfig(_Strict):
     """Anti-distillation's φ(u), minimised on D1* = ψ(the teacher's training rows) before the
     student trains on its own data: weights ``lam`` (λ1 fit on D1*, λ2 anchor ‖u − w[u]‖², λ3 robust
@@ -768,6 +817,7 @@ AnyConfig = (
     | DeepGDDAConfig
     | PrivilegedConfig
     | GDDAConfig
+    | GDDAMultiSourceConfig
     | GrowthConfig
     | MultiTeacherConfig
 )
@@ -776,6 +826,7 @@ SCHEMAS: dict[str, type[AnyConfig]] = {
     "deep_gdda": DeepGDDAConfig,
     "privileged": PrivilegedConfig,
     "gdda": GDDAConfig,
+    "gdda_multisource": GDDAMultiSourceConfig,
     "growth": GrowthConfig,
     "multiteacher": MultiTeacherConfig,
 }
