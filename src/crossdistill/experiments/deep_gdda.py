@@ -4,12 +4,17 @@ grid, with each arm's wall time (its selection included)."""
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Sequence
+from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..figures import save_figure
 from ..methods import GDDAClassifier
 from ..models import count_parameters
 from ..registries import kinds
@@ -17,7 +22,6 @@ from ..training import metrics
 from .config import ArmConfig, DeepGDDAConfig
 from .distillation import DistillationKind
 from .driver import Rows, field
-from .outputs import plot_curves
 
 LEARNED = "lambda_"
 """Prefix of the per-epoch metrics that hold a learned weight: ``lambda_<source>``."""
@@ -113,22 +117,11 @@ class DeepGDDAKind(DistillationKind):
         ]
         results = rows["results"] + sizes + alone
         table, markdown = super().table({**rows, "results": results})
-        arms = dict.fromkeys(row["arm"] for row in rows["metrics"])
-        for arm in arms:
-            curves = [
-                {"arm": key.removeprefix(LEARNED), "epoch": row["epoch"], "weight": row[key]}
-                for row in rows["metrics"]
-                if row["arm"] == arm
-                for key in row
-                if key.startswith(LEARNED) and row[key] not in ("", None)
-            ]
-            if curves:
-                plot_curves(
-                    curves,
-                    "weight",
-                    self.out / "figures" / f"weights-{arm}.png",
-                    title=f"{arm}: learned weights λ",
-                )
+        for arm in dict.fromkeys(row["arm"] for row in rows["metrics"]):
+            mine = [row for row in rows["metrics"] if row["arm"] == arm]
+            if any(key.startswith(LEARNED) and value != "" for key, value in mine[0].items()):
+                path = self.out / "figures" / f"weights-{arm}.png"
+                _plot_weights(mine, path, title=f"{arm}: learned weights λ per seed")
         caption = markdown.split("\n", 1)[0].removesuffix(".") + (
             "; learned weights (λ_labels, λ_<teacher>) are the final epoch's; `seconds` is the "
             "arm's wall time over all its runs, `training seconds` the same without the Test "
@@ -187,3 +180,38 @@ class DeepGDDAKind(DistillationKind):
         if len(arm.settings()) > 1:  # else nothing was chosen
             self._selection_seconds = time.perf_counter() - start
         return chosen
+
+
+def _plot_weights(rows: Sequence[dict], path: Path, title: str) -> None:
+    """One panel per seed: the learned weights λ of each source over the epochs, stacked (they
+    sum to 1), from an arm's ``metrics.csv`` rows."""
+    seeds = list(dict.fromkeys(row["seed"] for row in rows))
+    sources = [key for key in rows[0] if key.startswith(LEARNED) and rows[0][key] != ""]
+    columns = min(len(seeds), 5)
+    figure, axes = plt.subplots(
+        math.ceil(len(seeds) / columns),
+        columns,
+        figsize=(2.4 * columns + 1.4, 2.2 * math.ceil(len(seeds) / columns) + 0.6),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
+    for axis, seed in zip(axes.flat, seeds, strict=False):
+        mine = [row for row in rows if row["seed"] == seed]
+        epochs = [int(row["epoch"]) for row in mine]
+        weights = [[float(row[key]) for row in mine] for key in sources]
+        axis.stackplot(epochs, weights, labels=[key.removeprefix(LEARNED) for key in sources])
+        axis.set_title(f"seed {seed}", fontsize=9)
+        axis.set_ylim(0, 1)
+    for axis in axes.flat[len(seeds) :]:
+        axis.set_visible(False)
+    for axis in axes[-1]:
+        axis.set_xlabel("epoch")
+    for axis in axes[:, 0]:
+        axis.set_ylabel("weight λ")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="center right", fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0, 1 - 1.1 / figure.get_figwidth(), 1))
+    save_figure(figure, path)
+    plt.close(figure)

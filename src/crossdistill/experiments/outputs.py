@@ -42,7 +42,6 @@ METRIC_LABELS = {
     "training_seconds": "training seconds",
     "selection_seconds": "of which selection",
     "runs": "student runs",
-    "weight": "weight λ",
 }
 
 
