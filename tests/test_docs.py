@@ -186,8 +186,10 @@ def test_getting_started_example_is_the_readme_example_and_distils() -> None:
     assert example["history"][-1]["accuracy"] > 0.8
 
 
-def test_cross_domain_teacher_lowers_cross_entropy_and_the_cache_runs_once() -> None:
-    distilled, translated, cached = _page("docs/guides/cross-domain.md")
+def test_cross_domain_teacher_helps_the_cache_runs_once_and_unlabelled_rows_help() -> None:
+    distilled, translated, cached, unlabelled = _page("docs/guides/cross-domain.md")
+    accuracy = unlabelled["accuracy"]
+    assert accuracy["with unlabelled"] > accuracy["labelled only"] + 0.05
     final = distilled["final"]
     assert final[0.5]["cross_entropy"] < final[1.0]["cross_entropy"]
     assert translated["translated"].shape[1:] == translated["source"].x.shape[1:]

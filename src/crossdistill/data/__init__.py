@@ -1,7 +1,7 @@
 """Data: IDX files, dataset sources and cache, and named datasets split into Big / Small / Test."""
 
 from .archives import RemoteArchive, locate_unpacked
-from .arrays import ArrayData, Columns, random_split
+from .arrays import LABELLED, ArrayData, Columns, random_split, with_unlabelled
 from .cifar import read_cifar_batch
 from .datasets import DomainSplits, load_idx_pair
 from .idx import DataFormatError, read_idx, write_idx
@@ -18,6 +18,7 @@ __all__ = [
     "DataFormatError",
     "DatasetNotFoundError",
     "DomainSplits",
+    "LABELLED",
     "OFFICE31_DOMAINS",
     "PrivilegedData",
     "PrivilegedSplits",
@@ -33,5 +34,6 @@ __all__ = [
     "read_feature_file",
     "read_idx",
     "synthetic_regression",
+    "with_unlabelled",
     "write_idx",
 ]

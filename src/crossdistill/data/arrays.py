@@ -86,6 +86,37 @@ class Columns(dict[str, Tensor]):
         return Columns({name: column[index] for name, column in self.items()})
 
 
+LABELLED = "labelled"
+"""The column that marks the rows with a label, bool ``(N,)`` (see `with_unlabelled`)."""
+
+
+def with_unlabelled(data: ArrayData, unlabelled: Tensor) -> Columns:
+    """The columns of ``data`` (N rows) followed by the inputs ``unlabelled`` ``(U, ...)``,
+    which have no label: ``x`` (N + U, ...), ``y`` with a zero placeholder on the U new rows
+    (never read by a method that reads ``labelled``), and ``labelled`` (N + U,) bool, True on
+    ``data``'s rows.
+
+    Raises:
+        ValueError: ``unlabelled`` is not shaped like ``data.x`` after the first dimension.
+    """
+    if unlabelled.shape[1:] != data.x.shape[1:] or unlabelled.dtype != data.x.dtype:
+        raise ValueError(
+            f"unlabelled inputs must be shaped and typed like the labelled ones, (U, "
+            f"{', '.join(map(str, data.x.shape[1:]))}) {data.x.dtype}; found "
+            f"{tuple(unlabelled.shape)} {unlabelled.dtype}"
+        )
+    rows = len(unlabelled)
+    return Columns(
+        {
+            "x": torch.cat([data.x, unlabelled]),
+            "y": torch.cat([data.y, data.y.new_zeros((rows, *data.y.shape[1:]))]),
+            LABELLED: torch.cat(
+                [torch.ones(len(data), dtype=torch.bool), torch.zeros(rows, dtype=torch.bool)]
+            ),
+        }
+    )
+
+
 def random_indices(n: int, first: int, seed: int) -> tuple[Tensor, Tensor]:
     """A seeded random choice of ``first`` of ``range(n)`` and the rest, as two int64 tensors.
 

@@ -31,7 +31,15 @@ from ..methods import GDDAClassifier
 from ..registries import Registry, Spec, datasets, mappings, methods, models, privileged_datasets
 from ..training import check_device, check_optimizer
 
-OFFERED_TO_METHODS = ("task", "lam", "temperature", "teacher", "t2_scale", "soften_student")
+OFFERED_TO_METHODS = (
+    "task",
+    "lam",
+    "temperature",
+    "teacher",
+    "t2_scale",
+    "soften_student",
+    "unlabelled",
+)
 """Keywords a driver offers every method's constructor besides ``student`` (it takes those it
 names)."""
 
@@ -313,7 +321,13 @@ class ExperimentConfig(_Strict):
     """A whole experiment: data, teachers by name, student, the arms compared, and the seeds.
     With ``batched`` (the default) every setting × seed of an arm's selection trains at once as
     one stacked model, and the seeds of its final runs as another
-    (`crossdistill.training.fit_many`; the same results as one run each)."""
+    (`crossdistill.training.fit_many`; the same results as one run each).
+
+    ``unlabelled`` rows of Big (seeded random, their labels never read) join Small without
+    labels for every arm that reads a teacher: the teachers label them through their φ, and
+    the student learns them from the teachers' terms alone (its method must take
+    ``unlabelled``). Validation rows come from Small's labelled rows only. Left out of the
+    resolved config when 0, so that runs made before it existed resume."""
 
     kind: Literal["distillation"] = "distillation"
     name: str
@@ -327,6 +341,7 @@ class ExperimentConfig(_Strict):
     validation: PositiveInt = 200
     device: Device = "cpu"
     batched: bool = True
+    unlabelled: Annotated[int, Field(ge=0, exclude_if=lambda rows: rows == 0)] = 0
 
     @model_validator(mode="after")
     def _check_teachers(self) -> ExperimentConfig:

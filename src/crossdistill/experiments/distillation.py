@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data import ArrayData
-from ..data.arrays import random_indices
+from ..data.arrays import LABELLED, random_indices, with_unlabelled
 from ..data.datasets import DomainSplits
 from ..files import file_name
 from ..methods import Method, feature_column, teacher_column
@@ -37,6 +37,9 @@ JITTER_EPOCHS = 10
 
 SELECTION_SEED = 0
 """Seed of the split of Small into a validation part and the rest (used to choose λ and T)."""
+
+UNLABELLED_SEED = 0
+"""Seed of the draw of the unlabelled rows from Big (field ``unlabelled``)."""
 
 
 @kinds.register("distillation")
@@ -105,10 +108,27 @@ class DistillationKind(ExperimentKind):
                 self.record(f"teachers.{name}", self.teachers[name])
         with field("student.model"):
             check_outputs(self._student(0), self.splits.small.x[:1], self.num_outputs, "the model")
+        pool = self.config.unlabelled
+        if pool > len(self.splits.big):
+            raise ConfigError(
+                f"field 'unlabelled': the unlabelled rows are drawn from Big: expected at most "
+                f"{len(self.splits.big)} (the size of Big), found {pool}"
+            )
         self.reads = {}
         for name, arm in self.config.arms.items():
             with field(f"arms.{name}.method"):
                 self.reads[name] = self._reads(name, arm, models_)
+                if (
+                    self._pool_of(name) is not None
+                    and LABELLED
+                    not in self._method(name, arm, self._student(0), *arm.settings()[0]).columns
+                ):
+                    raise ConfigError(
+                        f"field 'arms.{name}.method': {arm.method!r} cannot learn from the "
+                        f"{pool} unlabelled rows (field 'unlabelled'): it takes no "
+                        "`unlabelled` setting (`distillation`, `weighted_distillation` and "
+                        "`gdda_distillation` do)"
+                    )
             with field(f"arms.{name}.mapping"):
                 phi = self._mapping(arm.mapping)
                 for teacher in self.reads[name]:
@@ -143,7 +163,8 @@ class DistillationKind(ExperimentKind):
         """Arm ``unit``: its teachers' columns on Small (one pass each), (λ, T) chosen on
         validation, then every seed trained on all of Small and scored on Test."""
         name, arm, splits = unit, self.config.arms[unit], self.splits
-        small = splits.small.columns()
+        pool = self._pool_of(name)
+        small = splits.small.columns() if pool is None else with_unlabelled(splits.small, pool)
         for teacher, layers in self.reads[name].items():
             run = self.cache.run(
                 self.teachers[teacher],
@@ -159,7 +180,7 @@ class DistillationKind(ExperimentKind):
             results.append({"arm": name, "seed": "", "metric": "temperature", "value": temperature})
         rows = []
         seeds = self.config.seeds
-        methods = [self._method(arm, self._student(seed), lam, temperature) for seed in seeds]
+        methods = [self._method(name, arm, self._student(seed), lam, temperature) for seed in seeds]
         histories = train_seeds(
             methods,
             {column: small[column] for column in methods[0].columns},
@@ -184,6 +205,8 @@ class DistillationKind(ExperimentKind):
                 {"arm": name, "seed": seed, "metric": m, "value": v} for m, v in per_seed.items()
             ]
         arm_level = {"parameters": count_parameters(self._student(0))}
+        if pool is not None:
+            arm_level["unlabelled_rows"] = len(pool)
         teacher = self.config.teacher_of(arm)
         if teacher in self.reads[name]:
             test_out = self.cache.outputs(
@@ -239,8 +262,20 @@ class DistillationKind(ExperimentKind):
         """The mapping φ in front of ``teacher`` for arm ``arm``: the arm's ``mapping``."""
         return self._mapping(arm.mapping)
 
-    def _method(self, arm: ArmConfig, student: nn.Module, lam: float, temperature: float) -> Method:
-        return arm_method(arm, self.config.teacher_of(arm), student, lam, temperature, self.task)
+    def _method(
+        self, name: str, arm: ArmConfig, student: nn.Module, lam: float, temperature: float
+    ) -> Method:
+        """Arm ``name``'s method around ``student`` at (λ, T), told of its unlabelled rows."""
+        teacher, unlabelled = self.config.teacher_of(arm), self._pool_of(name) is not None
+        return arm_method(arm, teacher, student, lam, temperature, self.task, unlabelled)
+
+    def _pool_of(self, name: str) -> Tensor | None:
+        """The inputs of the unlabelled rows arm ``name`` trains on ``(U, ...)``: the config's
+        ``unlabelled`` seeded random rows of Big, for an arm that reads a teacher; else None."""
+        if not self.config.unlabelled or not self.reads.get(name):
+            return None
+        big = self.splits.big
+        return big.x[random_indices(len(big), self.config.unlabelled, UNLABELLED_SEED)[0]]
 
     def _reads(
         self, name: str, arm: ArmConfig, teachers: dict[str, nn.Module]
@@ -277,9 +312,9 @@ class DistillationKind(ExperimentKind):
         settings = arm.settings()
         if len(settings) == 1:
             return settings[0], []
-        valid_idx, train_idx = random_indices(
-            len(small["x"]), self.config.validation, SELECTION_SEED
-        )
+        labelled = len(self.splits.small)  # the unlabelled rows follow Small's
+        valid_idx, train_idx = random_indices(labelled, self.config.validation, SELECTION_SEED)
+        train_idx = torch.cat([train_idx, torch.arange(labelled, len(small["x"]))])
         train = {column: values[train_idx] for column, values in small.items()}
         valid = ArrayData(small["x"][valid_idx], small["y"][valid_idx])
         parts = [settings] if self.config.batched else [[s] for s in settings]
@@ -319,7 +354,7 @@ class DistillationKind(ExperimentKind):
         settings, one stack) or ``<arm>-lam<λ>-T<T>-seed<s>.pt`` (one setting, one by one)."""
         seeds = self.config.seeds
         runs = [(setting, seed) for setting in settings for seed in seeds]
-        methods = [self._method(arm, self._student(seed), *setting) for setting, seed in runs]
+        methods = [self._method(name, arm, self._student(seed), *setting) for setting, seed in runs]
         read = dict.fromkeys(column for method in methods for column in method.columns)
         lam, temperature = settings[0]
         label = "sweep" if len(settings) > 1 else f"lam{lam:g}-T{temperature:g}"

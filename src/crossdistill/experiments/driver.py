@@ -206,11 +206,19 @@ def choose(
 
 
 def arm_method(
-    arm: ArmConfig, teacher: str, student: nn.Module, lam: float, temperature: float, task: Task
+    arm: ArmConfig,
+    teacher: str,
+    student: nn.Module,
+    lam: float,
+    temperature: float,
+    task: Task,
+    unlabelled: bool = False,
 ) -> Method:
     """The arm's registered method around ``student`` at (λ, T), offered the arm's settings
-    (`OFFERED_TO_METHODS`; ``teacher`` is the name of the arm's teacher)."""
+    (`OFFERED_TO_METHODS`; ``teacher`` is the name of the arm's teacher) and, when its data
+    hold rows without labels, ``unlabelled=True``."""
     offer = {
+        **({"unlabelled": True} if unlabelled else {}),
         "task": task,
         "lam": lam,
         "temperature": temperature,

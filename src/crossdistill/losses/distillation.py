@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -105,12 +106,25 @@ def squared_error(prediction: Tensor, target: Tensor) -> Tensor:
     return (a - b).pow(2).sum(dim=1).mean()
 
 
-def task_loss(task: Task, output: Tensor, target: Tensor) -> Tensor:
+def task_loss(task: Task, output: Tensor, target: Tensor, labelled: Tensor | None = None) -> Tensor:
     """The loss against true targets: ``F.cross_entropy`` (classification, ``output`` (N, R)
-    logits, ``target`` (N,) int64) or `squared_error` (regression); a batch mean."""
+    logits, ``target`` (N,) int64) or `squared_error` (regression); a batch mean.
+
+    ``labelled`` (N,) bool marks the rows that have a target: the others add nothing (their
+    ``target`` is never read, only its placeholder's shape and dtype), and the sum over the
+    labelled rows is still divided by N, so that each labelled row weighs what it weighs in a
+    batch without unlabelled rows.
+    """
+    if labelled is None:
+        if task == "classification":
+            return F.cross_entropy(output, target)
+        return squared_error(output, target)
     if task == "classification":
-        return F.cross_entropy(output, target)
-    return squared_error(output, target)
+        per_row = F.cross_entropy(output, torch.where(labelled, target, 0), reduction="none")
+    else:
+        a, b = output.reshape(len(output), -1), target.reshape(len(target), -1)
+        per_row = (a - b).pow(2).sum(dim=1)
+    return torch.where(labelled, per_row, 0.0).sum() / len(target)
 
 
 def regression_distill_loss(

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 Batch = dict[str, Tensor]
 """A batch of named columns, all sliced by the same row indices: ``x``, ``y``, ``x_star``,
-``teacher/<name>``, ``features/<name>/<layer>`` (see `crossdistill.data.Columns`)."""
+``teacher/<name>``, ``features/<name>/<layer>``, ``labelled`` (see `crossdistill.data.Columns`)."""
 
 
 def teacher_column(teacher: str) -> str:

@@ -26,7 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..losses import Task, kd_loss
+from ..data.arrays import LABELLED
+from ..losses import Task, kd_loss, task_loss
 from ..registries import methods
 from ..training.hooks import capture
 from .base import Batch, Method, check_lam_temperature, register_setting, teacher_column
@@ -63,6 +64,8 @@ class WeightedDistillation(Method):
         soften_student: compare each teacher's softmax at T with the student's at T (Hinton);
             False takes the student's plain softmax.
         task: must be ``"classification"`` (soft labels are class probabilities).
+        unlabelled: the data may hold rows without a label: read the column ``labelled`` and
+            give those rows the teachers' terms alone.
     """
 
     def __init__(
@@ -76,14 +79,16 @@ class WeightedDistillation(Method):
         t2_scale: bool = True,
         soften_student: bool = True,
         task: Task = "classification",
+        unlabelled: bool = False,
     ) -> None:
         super().__init__(student)
         if task != "classification":
             raise ValueError(f"task: imitation weights need class probabilities, found {task!r}")
         check_lam_temperature(lam, temperature)
         self.teachers = _teacher_names(teacher, teachers)
-        self.t2_scale, self.soften_student = t2_scale, soften_student
-        self.columns = ("x", "y", *(teacher_column(name) for name in self.teachers))
+        self.t2_scale, self.soften_student, self.unlabelled = t2_scale, soften_student, unlabelled
+        columns = ("x", "y", *(teacher_column(name) for name in self.teachers))
+        self.columns = (*columns, LABELLED) if unlabelled else columns
         register_setting(self, "temperature", temperature)
         register_setting(self, "temperature_squared", temperature**2)
         count = len(self.teachers)
@@ -94,7 +99,8 @@ class WeightedDistillation(Method):
     def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         output = self.student(batch["x"])
         weights = self.imitation_weights
-        losses = {"labels": weights[0] * F.cross_entropy(output, batch["y"])}
+        mask = batch[LABELLED] if self.unlabelled else None
+        losses = {"labels": weights[0] * task_loss("classification", output, batch["y"], mask)}
         for j, name in enumerate(self.teachers, start=1):
             soft = kd_loss(
                 output, batch[teacher_column(name)], self.temperature, False, self.soften_student
@@ -137,8 +143,10 @@ class GDDADistillation(WeightedDistillation):
     run keeps the weights a warm-up froze.
 
     Args:
-        student, teachers, teacher, temperature, t2_scale, soften_student, task: as in
-            `WeightedDistillation`.
+        student, teachers, teacher, temperature, t2_scale, soften_student, task, unlabelled:
+            as in `WeightedDistillation`; the leave-one-out loss is over the labelled rows, and
+            the unlabelled ones join the LS-SVM with the teachers' soft labels
+            (`GDDAClassifier`'s ``unlabelled``).
         lam: λ₀ before the first refit; only its check matters, since epoch 1 refits first.
         layer: the student's submodule whose output is the feature (``named_modules`` path);
             None takes the input of the student's last ``nn.Linear``.
@@ -160,6 +168,7 @@ class GDDADistillation(WeightedDistillation):
         t2_scale: bool = True,
         soften_student: bool = True,
         task: Task = "classification",
+        unlabelled: bool = False,
         layer: str | None = None,
         refit_every: int = 1,
         freeze_after: int | None = None,
@@ -175,6 +184,7 @@ class GDDADistillation(WeightedDistillation):
             t2_scale=t2_scale,
             soften_student=soften_student,
             task=task,
+            unlabelled=unlabelled,
         )
         for name, value in {"refit_every": refit_every, "freeze_after": freeze_after}.items():
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
@@ -228,7 +238,8 @@ class GDDADistillation(WeightedDistillation):
             soft = soft.mean(dim=1, keepdim=True)
         classes = np.arange(soft.shape[2])
         classifier = GDDAClassifier(C=self.C, kernel="linear", classes=classes)
-        classifier.fit(features, labels, soft.cpu().numpy())
+        unlabelled = ~train[LABELLED].cpu().numpy() if self.unlabelled else None
+        classifier.fit(features, labels, soft.cpu().numpy(), unlabelled)
         lam = classifier.lambda_
         if self.shared:
             lam = np.r_[lam[0], np.full(len(self.teachers), lam[1] / len(self.teachers))]

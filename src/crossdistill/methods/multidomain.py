@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..data.arrays import ArrayData
+from ..data.arrays import LABELLED, ArrayData, with_unlabelled
 from ..losses import Task, kd_loss, squared_error, task_loss
 from ..registries import methods
 from ..training import TeacherCache, evaluate, fit
@@ -34,6 +34,8 @@ class Distillation(Method):
         soften_student: compare the teacher's softmax at T with the student's at T (Hinton);
             False takes the student's plain softmax (Lopez-Paz et al.'s implementation).
         task: ``"classification"`` or ``"regression"``.
+        unlabelled: the data may hold rows without a label: read the column ``labelled`` and
+            give those rows the teacher term alone (`crossdistill.losses.task_loss`).
     """
 
     def __init__(
@@ -46,16 +48,20 @@ class Distillation(Method):
         t2_scale: bool = True,
         soften_student: bool = True,
         task: Task = "classification",
+        unlabelled: bool = False,
     ) -> None:
         super().__init__(student)
         register_lam_temperature(self, lam, temperature)
         self.teacher = teacher
         self.t2_scale, self.soften_student, self.task = t2_scale, soften_student, task
-        self.columns = ("x", "y") if lam == 1.0 else ("x", "y", teacher_column(teacher))
+        self.unlabelled = unlabelled
+        columns = ("x", "y") if lam == 1.0 else ("x", "y", teacher_column(teacher))
+        self.columns = (*columns, LABELLED) if unlabelled else columns
 
     def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         output = self.student(batch["x"])
-        labels = task_loss(self.task, output, batch["y"])
+        mask = batch[LABELLED] if self.unlabelled else None
+        labels = task_loss(self.task, output, batch["y"], mask)
         column = teacher_column(self.teacher)
         if column not in self.columns:  # λ = 1, fixed when built (alike in a stack)
             return output, {"labels": labels}
@@ -87,6 +93,7 @@ def distill(
     t2_scale: bool = True,
     soften_student: bool = True,
     task: Task = "classification",
+    unlabelled: Tensor | None = None,
     test: ArrayData | None = None,
     cache: TeacherCache | None = None,
     **training: Any,
@@ -103,6 +110,10 @@ def distill(
             ``(N, ...)``, row-aligned with ``train``, seen instead of φ(``train.x``); the student
             never sees them. Give ``mapping`` or ``privileged``, not both.
         lam, temperature, t2_scale, soften_student, task: as in `Distillation`.
+        unlabelled: target-domain inputs without labels ``(U, ...)``: the teacher labels them
+            through ``mapping`` (with ``train``, in one cached pass) and the student learns
+            them from the teacher term alone (`crossdistill.data.with_unlabelled`); not with
+            ``privileged``, whose inputs exist for ``train``'s rows only.
         test: if given, its metrics (`crossdistill.training.evaluate`) are recorded every epoch.
         cache: where teacher outputs are memoised; pass one cache to a sweep so that the
             teacher runs once over ``train`` for all its λ, T and seeds.
@@ -120,8 +131,11 @@ def distill(
         t2_scale=t2_scale,
         soften_student=soften_student,
         task=task,
+        unlabelled=unlabelled is not None,
     )
-    columns = train.columns()
+    if unlabelled is not None and privileged is not None:
+        raise ValueError("unlabelled rows have no privileged inputs: give one or the other")
+    columns = train.columns() if unlabelled is None else with_unlabelled(train, unlabelled)
     if teacher_column(method.teacher) in method.columns:
         if teacher is None:
             raise ValueError(f"lam={lam} gives the teacher a weight, but no teacher was given")
@@ -129,7 +143,7 @@ def distill(
             raise ValueError("give the teacher a mapping or privileged inputs, not both")
         if privileged is not None and len(privileged) != len(train):
             raise ValueError(f"privileged has {len(privileged)} rows but train has {len(train)}")
-        inputs = train.x if privileged is None else privileged
+        inputs = columns["x"] if privileged is None else privileged
         outputs = (cache or TeacherCache()).outputs(teacher, mapping, inputs)
         columns[teacher_column(method.teacher)] = outputs
     return fit(
