@@ -10,6 +10,7 @@ from .office import OFFICE31_DOMAINS, read_feature_file
 from .privileged import PrivilegedData, PrivilegedSplits
 from .sources import ChecksumError, DatasetNotFoundError, RemoteFile, cache_dir, locate
 from .synthetic import synthetic_regression
+from .views import Views
 
 __all__ = [
     "ArrayData",
@@ -24,6 +25,7 @@ __all__ = [
     "PrivilegedSplits",
     "RemoteArchive",
     "RemoteFile",
+    "Views",
     "cache_dir",
     "load_image_folder",
     "load_idx_pair",

@@ -2,6 +2,7 @@
 `crossdistill.registries.methods`."""
 
 from .base import Batch, Method, feature_column, teacher_column, teachers_read
+from .consistent import ConsistentDistillation, consistent_columns, teacher_views
 from .deep_gdda import GDDADistillation, WeightedDistillation
 from .gdda import GDDAClassifier
 from .growth import GrowthObjective
@@ -18,6 +19,7 @@ from .supervised import Supervised
 
 __all__ = [
     "Batch",
+    "ConsistentDistillation",
     "Distillation",
     "GDDAClassifier",
     "GDDADistillation",
@@ -30,9 +32,11 @@ __all__ = [
     "Supervised",
     "WeightedDistillation",
     "confidence_weights",
+    "consistent_columns",
     "distill",
     "feature_column",
     "merge_soft_labels",
     "teacher_column",
+    "teacher_views",
     "teachers_read",
 ]
