@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from crossdistill.data import ArrayData, Views
+from crossdistill.experiments import run_experiment
+from crossdistill.experiments.config import load_config
 from crossdistill.methods import ConsistentDistillation, consistent_columns, teacher_views
 from crossdistill.methods.consistent import INDEX, views_column
 from crossdistill.registries import methods
@@ -128,3 +131,27 @@ def test_built_by_name_trains_alone_and_refuses_regression():
     assert all(torch.isfinite(torch.tensor(row["train_loss"])) for row in history)
     with pytest.raises(ValueError, match="for classification"):
         ConsistentDistillation(_student(), task="regression")
+
+
+def test_a_config_arm_trains_on_views_made_for_each_set_of_rows(tmp_path):
+    config = {
+        "name": "tiny_consistent",
+        "data": {"name": "digits", "small": 60, "seed": 0},
+        "validation": 20,
+        "teachers": {"teacher": {"model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 2}}},
+        "student": {"model": {"name": "mlp", "hidden": [8]}, "train": {"epochs": 2}},
+        "seeds": [0],
+        "arms": {
+            "consistent": {
+                "method": {"name": "consistent_distillation", "views": 2, "shift": 1},
+                "lam": [0.3, 0.7],
+                "temperature": 2,
+            }
+        },
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    table = run_experiment(load_config(path), tmp_path / "run", progress=False)
+    assert {row["metric"] for row in table} >= {"accuracy", "lam", "teacher_accuracy"}
+    # one pass on Small, 2 views of the selection's 40 rows, 2 of all 60, one on Test
+    assert len(list((tmp_path / "run" / "cache").glob("*.pt"))) == 1 + 2 + 2 + 1

@@ -13,8 +13,10 @@ from torch import Tensor, nn
 from ..data import ArrayData
 from ..data.arrays import LABELLED, random_indices, with_unlabelled
 from ..data.datasets import DomainSplits
+from ..data.views import Views
 from ..files import file_name
-from ..methods import Method, feature_column, teacher_column
+from ..methods import Method, feature_column, teacher_column, teacher_views
+from ..methods.consistent import INDEX, views_column
 from ..models import check_outputs, count_parameters
 from ..registries import Spec, kinds, mappings, models
 from ..training import TeacherCache, TeacherRun, evaluate, metrics
@@ -174,6 +176,7 @@ class DistillationKind(ExperimentKind):
                 name=f"teacher {teacher!r}",
             )
             small |= _teacher_columns(teacher, run)
+        small = self._with_views(name, arm, small)
         (lam, temperature), selection = self._choose(name, arm, small)
         results = [{"arm": name, "seed": "", "metric": "lam", "value": lam}]
         if self.task == "classification":
@@ -269,6 +272,30 @@ class DistillationKind(ExperimentKind):
         teacher, unlabelled = self.config.teacher_of(arm), self._pool_of(name) is not None
         return arm_method(arm, teacher, student, lam, temperature, self.task, unlabelled)
 
+    def _with_views(
+        self, name: str, arm: ArmConfig, columns: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """``columns`` with ``index`` and each teacher's outputs on every view of their rows
+        (`crossdistill.methods.teacher_views`, cached) when arm ``name``'s method trains on
+        views (`crossdistill.methods.ConsistentDistillation`); else ``columns`` as they are.
+        Made for each set of rows a method trains on (the selection's and all of Small), so
+        that a row's index is its position there and a view never mixes in a held-out row."""
+        method = self._method(name, arm, self._student(0), *arm.settings()[0])
+        views = getattr(method, "views", None)
+        if not isinstance(views, Views):
+            return columns
+        columns = {**columns, INDEX: torch.arange(len(columns["x"]))}
+        for teacher in self.reads[name]:
+            columns[views_column(teacher)] = teacher_views(
+                self.teachers[teacher],
+                self._phi(arm, teacher),
+                columns["x"],
+                views,
+                self.cache,
+                name=f"teacher {teacher!r}",
+            )
+        return columns
+
     def _pool_of(self, name: str) -> Tensor | None:
         """The inputs of the unlabelled rows arm ``name`` trains on ``(U, ...)``: the config's
         ``unlabelled`` seeded random rows of Big, for an arm that reads a teacher; else None."""
@@ -315,7 +342,9 @@ class DistillationKind(ExperimentKind):
         labelled = len(self.splits.small)  # the unlabelled rows follow Small's
         valid_idx, train_idx = random_indices(labelled, self.config.validation, SELECTION_SEED)
         train_idx = torch.cat([train_idx, torch.arange(labelled, len(small["x"]))])
-        train = {column: values[train_idx] for column, values in small.items()}
+        train = self._with_views(
+            name, arm, {column: values[train_idx] for column, values in small.items()}
+        )
         valid = ArrayData(small["x"][valid_idx], small["y"][valid_idx])
         parts = [settings] if self.config.batched else [[s] for s in settings]
         trained: dict[tuple[float, float], list[Method]] = {}

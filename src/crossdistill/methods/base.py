@@ -25,11 +25,12 @@ def feature_column(teacher: str, layer: str) -> str:
 
 def teachers_read(columns: Iterable[str]) -> dict[str, list[str]]:
     """The teachers a method's ``columns`` read, with the layers whose activations it reads:
-    ``("x", "teacher/t", "features/t/1")`` → ``{"t": ["1"]}``."""
+    ``("x", "teacher/t", "features/t/1")`` → ``{"t": ["1"]}``; ``views/<t>`` (outputs on
+    augmented views, `crossdistill.methods.ConsistentDistillation`) reads teacher t too."""
     read: dict[str, list[str]] = {}
     for column in columns:
         kind, _, rest = column.partition("/")
-        if kind == "teacher":
+        if kind in ("teacher", "views"):
             read.setdefault(rest, [])
         elif kind == "features":
             teacher, _, layer = rest.partition("/")
