@@ -110,21 +110,21 @@ class DistillationKind(ExperimentKind):
                 self.record(f"teachers.{name}", self.teachers[name])
         with field("student.model"):
             check_outputs(self._student(0), self.splits.small.x[:1], self.num_outputs, "the model")
-        pool = self.config.unlabelled
-        if pool > len(self.splits.big):
+        pool, big = self.config.unlabelled, self.splits.big
+        if pool > len(big):
             raise ConfigError(
                 f"field 'unlabelled': the unlabelled rows are drawn from Big: expected at most "
-                f"{len(self.splits.big)} (the size of Big), found {pool}"
+                f"{len(big)} (the size of Big), found {pool}"
             )
-        self.reads = {}
+        self.pool = big.x[random_indices(len(big), pool, UNLABELLED_SEED)[0]] if pool else None
+        self.reads, self.views = {}, {}
         for name, arm in self.config.arms.items():
             with field(f"arms.{name}.method"):
                 self.reads[name] = self._reads(name, arm, models_)
-                if (
-                    self._pool_of(name) is not None
-                    and LABELLED
-                    not in self._method(name, arm, self._student(0), *arm.settings()[0]).columns
-                ):
+                method = self._method(name, arm, self._student(0), *arm.settings()[0])
+                views = getattr(method, "views", None)
+                self.views[name] = views if isinstance(views, Views) else None
+                if self._pool_of(name) is not None and LABELLED not in method.columns:
                     raise ConfigError(
                         f"field 'arms.{name}.method': {arm.method!r} cannot learn from the "
                         f"{pool} unlabelled rows (field 'unlabelled'): it takes no "
@@ -280,9 +280,8 @@ class DistillationKind(ExperimentKind):
         views (`crossdistill.methods.ConsistentDistillation`); else ``columns`` as they are.
         Made for each set of rows a method trains on (the selection's and all of Small), so
         that a row's index is its position there and a view never mixes in a held-out row."""
-        method = self._method(name, arm, self._student(0), *arm.settings()[0])
-        views = getattr(method, "views", None)
-        if not isinstance(views, Views):
+        views = self.views[name]
+        if views is None:
             return columns
         columns = {**columns, INDEX: torch.arange(len(columns["x"]))}
         for teacher in self.reads[name]:
@@ -298,11 +297,9 @@ class DistillationKind(ExperimentKind):
 
     def _pool_of(self, name: str) -> Tensor | None:
         """The inputs of the unlabelled rows arm ``name`` trains on ``(U, ...)``: the config's
-        ``unlabelled`` seeded random rows of Big, for an arm that reads a teacher; else None."""
-        if not self.config.unlabelled or not self.reads.get(name):
-            return None
-        big = self.splits.big
-        return big.x[random_indices(len(big), self.config.unlabelled, UNLABELLED_SEED)[0]]
+        ``unlabelled`` seeded random rows of Big (drawn once, in `check`), for an arm that
+        reads a teacher; else None."""
+        return self.pool if self.reads.get(name) else None
 
     def _reads(
         self, name: str, arm: ArmConfig, teachers: dict[str, nn.Module]

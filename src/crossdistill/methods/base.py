@@ -7,6 +7,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from ..losses import kd_loss
+
 Batch = dict[str, Tensor]
 """A batch of named columns, all sliced by the same row indices: ``x``, ``y``, ``x_star``,
 ``teacher/<name>``, ``features/<name>/<layer>``, ``labelled`` (see `crossdistill.data.Columns`)."""
@@ -65,6 +67,15 @@ def register_lam_temperature(method: nn.Module, lam: float, temperature: float) 
     }
     for name, value in values.items():
         register_setting(method, name, value)
+
+
+def soft_term(method: nn.Module, output: Tensor, teacher_logits: Tensor) -> Tensor:
+    """Hinton's soft term of ``method``'s student ``output`` (B, R) against ``teacher_logits``
+    (B, R) with the method's temperature buffers (`register_lam_temperature`) and its
+    ``soften_student`` and ``t2_scale``: `crossdistill.losses.kd_loss` times Python's T²
+    rounded once to float32, not the float32 T squared."""
+    loss = kd_loss(output, teacher_logits, method.temperature, False, method.soften_student)
+    return loss * method.temperature_squared if method.t2_scale else loss
 
 
 def register_setting(method: nn.Module, name: str, value: float) -> None:

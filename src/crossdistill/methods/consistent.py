@@ -11,11 +11,10 @@ from torch.nn import functional as F
 
 from ..data.arrays import ArrayData, Columns
 from ..data.views import Views
-from ..losses import kd_loss
 from ..registries import methods
 from ..training import TeacherCache
 from ..training.cache import Mapping
-from .base import Batch, Method, register_lam_temperature
+from .base import Batch, Method, register_lam_temperature, soft_term
 
 INDEX = "index"
 """The column of each row's position in the training data, int64 ``(N,)``: the view a row gets
@@ -127,12 +126,9 @@ class ConsistentDistillation(Method):
             mix = weight.to(output.device)
             labels = (1 - mix) * labels + mix * F.cross_entropy(output, other, reduction="none")
         seen = batch[views_column(self.teacher)][torch.arange(len(rows)), view]
-        imitation = kd_loss(output, seen, self.temperature, False, self.soften_student)
-        if self.t2_scale:
-            imitation = imitation * self.temperature_squared
         return output, {
             "labels": self.lam * labels.mean(),
-            "teacher": self.teacher_weight * imitation,
+            "teacher": self.teacher_weight * soft_term(self, output, seen),
         }
 
     def extra_repr(self) -> str:

@@ -27,10 +27,17 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..data.arrays import LABELLED
-from ..losses import Task, kd_loss, task_loss
+from ..losses import Task, task_loss
 from ..registries import methods
 from ..training.hooks import capture
-from .base import Batch, Method, check_lam_temperature, register_setting, teacher_column
+from .base import (
+    Batch,
+    Method,
+    check_lam_temperature,
+    register_setting,
+    soft_term,
+    teacher_column,
+)
 from .gdda import GDDAClassifier
 
 
@@ -102,11 +109,7 @@ class WeightedDistillation(Method):
         mask = batch[LABELLED] if self.unlabelled else None
         losses = {"labels": weights[0] * task_loss("classification", output, batch["y"], mask)}
         for j, name in enumerate(self.teachers, start=1):
-            soft = kd_loss(
-                output, batch[teacher_column(name)], self.temperature, False, self.soften_student
-            )
-            if self.t2_scale:  # Python's T² rounded once, as in Distillation
-                soft = soft * self.temperature_squared
+            soft = soft_term(self, output, batch[teacher_column(name)])
             losses[f"teacher_{name}"] = weights[j] * soft
         return output, losses
 

@@ -8,11 +8,11 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..data.arrays import LABELLED, ArrayData, with_unlabelled
-from ..losses import Task, kd_loss, squared_error, task_loss
+from ..losses import Task, squared_error, task_loss
 from ..registries import methods
 from ..training import TeacherCache, evaluate, fit
 from ..training.cache import Mapping
-from .base import Batch, Method, register_lam_temperature, teacher_column
+from .base import Batch, Method, register_lam_temperature, soft_term, teacher_column
 
 
 @methods.register("distillation")
@@ -66,9 +66,7 @@ class Distillation(Method):
         if column not in self.columns:  # λ = 1, fixed when built (alike in a stack)
             return output, {"labels": labels}
         if self.task == "classification":
-            imitation = kd_loss(output, batch[column], self.temperature, False, self.soften_student)
-            if self.t2_scale:  # Python's T² rounded once, not the float32 T squared
-                imitation = imitation * self.temperature_squared
+            imitation = soft_term(self, output, batch[column])
         else:
             imitation = squared_error(output, batch[column])
         return output, {"labels": self.lam * labels, "teacher": self.teacher_weight * imitation}
