@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from crossdistill.data import LABELLED, ArrayData, with_unlabelled
 from crossdistill.experiments import ConfigError, run_experiment
 from crossdistill.experiments.config import load_config
+from crossdistill.experiments.distillation import DistillationKind
 from crossdistill.experiments.outputs import read_csv
 from crossdistill.losses import task_loss
 from crossdistill.methods import (
@@ -164,11 +165,13 @@ CONFIG = {
     "name": "tiny_unlabelled",
     "data": {"name": "digits", "small": 60, "seed": 0},
     "validation": 20,
-    "unlabelled": 400,
     "teachers": {"teacher": {"model": {"name": "mlp", "hidden": [16]}, "checkpoint": "t.pt"}},
     "student": {"model": {"name": "mlp", "hidden": [8]}, "train": {"epochs": 3}},
     "seeds": [0, 1],
-    "arms": {"no_teacher": {"lam": 1.0}, "teacher": {"lam": [0.3, 0.7], "temperature": 2}},
+    "arms": {
+        "no_teacher": {"lam": 1.0},
+        "teacher": {"lam": [0.3, 0.7], "temperature": 2, "unlabelled": 400},
+    },
 }
 
 
@@ -193,6 +196,11 @@ def _run(folder, changes: dict, out: str):
     return read_csv(folder / out / "table.csv")
 
 
+def _arms(**changes) -> dict:
+    """CONFIG's arms with arm ``teacher`` changed by ``changes``."""
+    return {"arms": {**CONFIG["arms"], "teacher": {**CONFIG["arms"]["teacher"], **changes}}}
+
+
 def test_poisoned_labels_of_the_unlabelled_rows_give_the_same_table(teacher_file):
     clean = _run(teacher_file, {}, "clean")
     poisoned = _run(
@@ -202,17 +210,41 @@ def test_poisoned_labels_of_the_unlabelled_rows_give_the_same_table(teacher_file
     cells = {(row["arm"], row["metric"]): row for row in clean}
     assert float(cells["teacher", "unlabelled_rows"]["mean"]) == 400
     assert ("no_teacher", "unlabelled_rows") not in cells  # it reads no teacher: no pool
-    without = _run(teacher_file, {"unlabelled": 0}, "without")
+    without = _run(teacher_file, _arms(unlabelled=0), "without")
     assert without != clean
     saved = yaml.safe_load((teacher_file / "without" / "config.yaml").read_text())
-    assert "unlabelled" not in saved  # left out at 0: runs made before the field resume
+    assert "unlabelled" not in saved["arms"]["teacher"]  # left out at 0: older runs resume
+    assert not (teacher_file / "without" / "figures" / "unlabelled.png").exists()
+
+
+def test_pools_of_arms_are_nested_and_drawn_against_their_size(teacher_file):
+    changes = {
+        "arms": {
+            **CONFIG["arms"],
+            **_arms()["arms"],
+            "teacher_100": _arms(unlabelled=100)["arms"]["teacher"],
+        }
+    }
+    path = teacher_file / "nested.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, **changes}))
+    kind = DistillationKind(load_config(path), teacher_file / "nested", progress=False)
+    kind.check()
+    assert torch.equal(kind._pool_of("teacher")[:100], kind._pool_of("teacher_100"))
+    assert kind._pool_of("no_teacher") is None
+    _run(teacher_file, changes, "nested")
+    assert (teacher_file / "nested" / "figures" / "unlabelled.png").stat().st_size > 0
 
 
 def test_unlabelled_rows_are_checked_before_anything_is_written(teacher_file):
-    too_many = {"unlabelled": 10_000}
-    with pytest.raises(ConfigError, match=r"field .unlabelled.*at most 1340 \(the size of Big"):
+    too_many = _arms(unlabelled=10_000)
+    pattern = r"field .arms.teacher.unlabelled.*at most 1340 \(the size of Big"
+    with pytest.raises(ConfigError, match=pattern):
         _run(teacher_file, too_many, "too_many")
-    unable = {"arms": {"teacher": {"method": "test_teacher_only", "lam": 0.5}}}
-    with pytest.raises(ConfigError, match="arms.teacher.method.*cannot learn from the 400"):
+    alone = {"arms": {**CONFIG["arms"], "no_teacher": {"lam": 1.0, "unlabelled": 10}}}
+    with pytest.raises(ConfigError, match=r"arms.no_teacher.unlabelled.*reads no teacher"):
+        _run(teacher_file, alone, "alone")
+    unable = _arms(method="test_teacher_only", lam=0.5)
+    with pytest.raises(ConfigError, match="arms.teacher.unlabelled.*cannot learn from 400"):
         _run(teacher_file, unable, "unable")
-    assert not (teacher_file / "too_many").exists() and not (teacher_file / "unable").exists()
+    for out in ("too_many", "alone", "unable"):
+        assert not (teacher_file / out).exists()

@@ -308,6 +308,13 @@ class ArmConfig(SweptArm):
     of Small (never on Test), then the arm is trained on all of Small with it. ``t2_scale`` and
     ``soften_student`` are offered to the method with λ, T and the teacher's name; a method
     takes the ones its constructor names.
+
+    ``unlabelled`` rows of Big join Small without labels (their labels are never read): the
+    first ``unlabelled`` of one seeded random order of Big, so that the pools of several arms
+    are nested. The arm's teachers label them through its φ and the student learns them from
+    the teacher terms alone; the arm must read a teacher and its method must take
+    ``unlabelled``. Validation rows come from Small's labelled rows only. Left out of the
+    resolved config when 0, so that runs made before it existed resume.
     """
 
     mapping: MappingSpec = "identity"
@@ -315,19 +322,14 @@ class ArmConfig(SweptArm):
     method: MethodSpec = "distillation"
     t2_scale: bool = True
     soften_student: bool = True
+    unlabelled: Annotated[int, Field(ge=0, exclude_if=lambda rows: rows == 0)] = 0
 
 
 class ExperimentConfig(_Strict):
     """A whole experiment: data, teachers by name, student, the arms compared, and the seeds.
     With ``batched`` (the default) every setting × seed of an arm's selection trains at once as
     one stacked model, and the seeds of its final runs as another
-    (`crossdistill.training.fit_many`; the same results as one run each).
-
-    ``unlabelled`` rows of Big (seeded random, their labels never read) join Small without
-    labels for every arm that reads a teacher: the teachers label them through their φ, and
-    the student learns them from the teachers' terms alone (its method must take
-    ``unlabelled``). Validation rows come from Small's labelled rows only. Left out of the
-    resolved config when 0, so that runs made before it existed resume."""
+    (`crossdistill.training.fit_many`; the same results as one run each)."""
 
     kind: Literal["distillation"] = "distillation"
     name: str
@@ -341,7 +343,6 @@ class ExperimentConfig(_Strict):
     validation: PositiveInt = 200
     device: Device = "cpu"
     batched: bool = True
-    unlabelled: Annotated[int, Field(ge=0, exclude_if=lambda rows: rows == 0)] = 0
 
     @model_validator(mode="after")
     def _check_teachers(self) -> ExperimentConfig:

@@ -4,9 +4,11 @@ by name, then every arm × seed on Small."""
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
-from statistics import stdev
+from statistics import mean, stdev
 
+import matplotlib.pyplot as plt
 import torch
 from torch import Tensor, nn
 
@@ -14,6 +16,7 @@ from ..data import ArrayData
 from ..data.arrays import LABELLED, random_indices, with_unlabelled
 from ..data.datasets import DomainSplits
 from ..data.views import Views
+from ..figures import save_figure
 from ..files import file_name
 from ..methods import Method, feature_column, teacher_column, teacher_views
 from ..methods.consistent import INDEX, views_column
@@ -31,7 +34,7 @@ from .driver import (
     splits_tensors,
     target_size,
 )
-from .outputs import markdown_table, plot_curves, summarize, write_csv
+from .outputs import METRIC_LABELS, markdown_table, plot_curves, summarize, write_csv
 from .teachers import load_teacher, prepare_teacher, train_seeds
 
 JITTER_EPOCHS = 10
@@ -110,13 +113,9 @@ class DistillationKind(ExperimentKind):
                 self.record(f"teachers.{name}", self.teachers[name])
         with field("student.model"):
             check_outputs(self._student(0), self.splits.small.x[:1], self.num_outputs, "the model")
-        pool, big = self.config.unlabelled, self.splits.big
-        if pool > len(big):
-            raise ConfigError(
-                f"field 'unlabelled': the unlabelled rows are drawn from Big: expected at most "
-                f"{len(big)} (the size of Big), found {pool}"
-            )
-        self.pool = big.x[random_indices(len(big), pool, UNLABELLED_SEED)[0]] if pool else None
+        big = self.splits.big
+        largest = max(arm.unlabelled for arm in self.config.arms.values())
+        self.pool = big.x[random_indices(len(big), min(largest, len(big)), UNLABELLED_SEED)[0]]
         self.reads, self.views = {}, {}
         for name, arm in self.config.arms.items():
             with field(f"arms.{name}.method"):
@@ -124,13 +123,8 @@ class DistillationKind(ExperimentKind):
                 method = self._method(name, arm, self._student(0), *arm.settings()[0])
                 views = getattr(method, "views", None)
                 self.views[name] = views if isinstance(views, Views) else None
-                if self._pool_of(name) is not None and LABELLED not in method.columns:
-                    raise ConfigError(
-                        f"field 'arms.{name}.method': {arm.method!r} cannot learn from the "
-                        f"{pool} unlabelled rows (field 'unlabelled'): it takes no "
-                        "`unlabelled` setting (`distillation`, `weighted_distillation` and "
-                        "`gdda_distillation` do)"
-                    )
+            with field(f"arms.{name}.unlabelled"):
+                self._check_pool(name, arm, method, len(big))
             with field(f"arms.{name}.mapping"):
                 phi = self._mapping(arm.mapping)
                 for teacher in self.reads[name]:
@@ -203,7 +197,7 @@ class DistillationKind(ExperimentKind):
             criterion = self.test_metrics[-1]
             last = [h[criterion] for h in history[-JITTER_EPOCHS:]]
             per_seed = {m: history[-1][m] for m in self.test_metrics}
-            per_seed[f"{criterion}_jitter"] = stdev(last) if len(last) > 1 else 0.0
+            per_seed[f"{criterion}_jitter"] = _spread(last)
             results += [
                 {"arm": name, "seed": seed, "metric": m, "value": v} for m, v in per_seed.items()
             ]
@@ -239,11 +233,65 @@ class DistillationKind(ExperimentKind):
                 title=self.config.name,
             )
         self._write_mapping_figures(self.splits.test)
+        if any(arm.unlabelled for arm in self.config.arms.values()):
+            self._plot_pools(values)
         caption = (
             f"**{self.config.name}**: final-epoch test metrics, mean ± std over "
             f"{len(self.config.seeds)} seeds; λ and T chosen on validation when swept."
         )
         return table, markdown_table(table, caption)
+
+    def _plot_pools(self, values: dict[tuple[str, str], list[float]]) -> None:
+        """``figures/unlabelled.png``: the first test metric (mean ± std over seeds) against the
+        number of unlabelled rows, one line per group of arms alike but for ``unlabelled``
+        (named by their names' common prefix), each with its teacher's f∘φ as a dotted line;
+        an arm that reads no teacher is a dashed grey line. ``values``: (arm, metric) → the
+        values of ``results.csv``."""
+        metric = self.test_metrics[0]
+        groups: dict[str, list[str]] = defaultdict(list)
+        for name, arm in self.config.arms.items():
+            key = arm.model_dump_json(exclude={"unlabelled"}) if self.reads[name] else name
+            groups[key].append(name)
+        figure, axes = plt.subplots(figsize=(6, 4))
+        for names in groups.values():
+            if not self.reads[names[0]]:
+                axes.axhline(
+                    mean(values[names[0], metric]), color="grey", linestyle="--", label=names[0]
+                )
+                continue
+            names.sort(key=lambda name: self.config.arms[name].unlabelled)
+            label = os.path.commonprefix(names).rstrip("_-") or names[0]
+            (line,) = axes.plot(
+                [self.config.arms[name].unlabelled for name in names],
+                [mean(values[name, metric]) for name in names],
+                marker="o",
+                label=label,
+            )
+            axes.errorbar(
+                [self.config.arms[name].unlabelled for name in names],
+                [mean(values[name, metric]) for name in names],
+                [_spread(values[name, metric]) for name in names],
+                color=line.get_color(),
+                linestyle="none",
+                capsize=3,
+            )
+            teacher = values.get((names[0], f"teacher_{metric}"))
+            if teacher:
+                axes.axhline(
+                    teacher[0], color=line.get_color(), linestyle=":", label=f"{label}: f∘φ"
+                )
+        sizes = sorted({arm.unlabelled for arm in self.config.arms.values()})
+        axes.set_xscale("symlog", linthresh=min(size for size in sizes if size))
+        axes.set_xticks(sizes, [f"{size:,}" for size in sizes])
+        axes.minorticks_off()
+        axes.set_xlabel("unlabelled rows")
+        axes.set_ylabel(METRIC_LABELS.get(metric, metric))
+        axes.set_title(self.config.name)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+        figure.tight_layout()
+        save_figure(figure, self.out / "figures" / "unlabelled.png")
+        plt.close(figure)
 
     def _load(self, data: DataConfig) -> DomainSplits:
         splits = data.load()
@@ -296,10 +344,34 @@ class DistillationKind(ExperimentKind):
         return columns
 
     def _pool_of(self, name: str) -> Tensor | None:
-        """The inputs of the unlabelled rows arm ``name`` trains on ``(U, ...)``: the config's
-        ``unlabelled`` seeded random rows of Big (drawn once, in `check`), for an arm that
-        reads a teacher; else None."""
-        return self.pool if self.reads.get(name) else None
+        """The inputs of the unlabelled rows arm ``name`` trains on ``(U, ...)``: the first
+        ``unlabelled`` of Big's rows in one seeded random order (drawn once, in `check`), or
+        None when it has none."""
+        rows = self.config.arms[name].unlabelled
+        return self.pool[:rows] if rows else None
+
+    def _check_pool(self, name: str, arm: ArmConfig, method: Method, big: int) -> None:
+        """Refuse arm ``name``'s ``unlabelled`` rows where Big (``big`` rows) has too few, the
+        arm reads no teacher to label them, or its ``method`` cannot learn from them."""
+        rows = arm.unlabelled
+        if not rows:
+            return
+        if rows > big:
+            raise ConfigError(
+                f"the unlabelled rows are drawn from Big: expected at most {big} (the size of "
+                f"Big), found {rows}"
+            )
+        if not self.reads[name]:
+            raise ConfigError(
+                f"the arm reads no teacher (λ = {arm.lam}), so its {rows} unlabelled rows would "
+                "teach the student nothing: expected 0, or λ < 1"
+            )
+        if LABELLED not in method.columns:
+            raise ConfigError(
+                f"method {arm.method!r} cannot learn from {rows} unlabelled rows: it takes no "
+                "`unlabelled` setting (`distillation`, `weighted_distillation` and "
+                "`gdda_distillation` do)"
+            )
 
     def _reads(
         self, name: str, arm: ArmConfig, teachers: dict[str, nn.Module]
@@ -409,6 +481,11 @@ class DistillationKind(ExperimentKind):
             if hasattr(phi, "write_figures"):
                 examples = torch.cat([(test.y == c).nonzero()[:2, 0] for c in test.y.unique()])
                 phi.write_figures(figures / file_name(name), test.x[examples])
+
+
+def _spread(values: list[float]) -> float:
+    """The sample standard deviation of ``values``, 0 for one value."""
+    return stdev(values) if len(values) > 1 else 0.0
 
 
 def _teacher_columns(name: str, run: TeacherRun) -> dict[str, Tensor]:
