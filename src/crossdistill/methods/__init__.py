@@ -2,6 +2,16 @@
 `crossdistill.registries.methods`."""
 
 from .base import Batch, Method, feature_column, teacher_column, teachers_read
+from .bayes import (
+    GaussianPosterior,
+    MeanField,
+    PriorMAP,
+    VariationalDistillation,
+    fisher_diagonal,
+    gaussian_kl,
+    kept_units,
+    laplace_posterior,
+)
 from .consistent import ConsistentDistillation, consistent_columns, teacher_views
 from .deep_gdda import GDDADistillation, WeightedDistillation
 from .gdda import GDDAClassifier
@@ -23,18 +33,26 @@ __all__ = [
     "Distillation",
     "GDDAClassifier",
     "GDDADistillation",
+    "GaussianPosterior",
     "GrowthObjective",
     "LatentAlignment",
     "LatentAutoencoder",
+    "MeanField",
     "Method",
     "MultiTeacherDistillation",
     "PrincipalComponents",
+    "PriorMAP",
     "Supervised",
+    "VariationalDistillation",
     "WeightedDistillation",
     "confidence_weights",
     "consistent_columns",
     "distill",
     "feature_column",
+    "fisher_diagonal",
+    "gaussian_kl",
+    "kept_units",
+    "laplace_posterior",
     "merge_soft_labels",
     "teacher_column",
     "teacher_views",

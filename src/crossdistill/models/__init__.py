@@ -17,6 +17,7 @@ from crossdistill.models.growth import (
     at_slot,
     grow,
     placed,
+    unit_slots,
 )
 from crossdistill.models.lstm import RowLSTM, lstm
 from crossdistill.models.mlp import mlp
@@ -38,9 +39,10 @@ __all__ = [
     "load_state_dict_file",
     "load_torchscript",
     "load_vgg_features",
-    "placed",
     "lstm",
     "mlp",
+    "placed",
+    "unit_slots",
     "vgg16_features",
     "vgg19_features",
 ]

@@ -254,6 +254,32 @@ def grow(
     return slots
 
 
+def unit_slots(small: nn.Module, big: nn.Module, kept: Mapping[str, Tensor] | None = None) -> Slots:
+    """Where each tensor of ``small`` sits in ``big``'s tensor of the same name: the slot maps
+    of `grow` (``small`` the teacher, ``big`` the student), with the small model's units of
+    hidden layer ``name`` at the big model's units ``kept[name]`` instead of the leading ones.
+
+    Run the other way, the slots restrict: ``placed(big, unit_slots(small, big, kept))`` is
+    the state dict of ``small`` made of ``big``'s kept units — their incoming weights and
+    biases, the weights between kept units of consecutive layers, and none of a dropped unit's
+    outgoing weights (a Conv2d channel read through ``Flatten``: all its positions). A
+    BatchNorm2d after a convolution follows its channels.
+
+    Args:
+        small: the narrower model, the same architecture as ``big`` (see `grow`).
+        big: the wider model.
+        kept: hidden Linear or Conv2d layer name → the ``(n_small,)`` distinct int64 indices of
+            ``big``'s units (out_features, out_channels) that the small model's units occupy,
+            in its order. Layers not named keep the leading units.
+
+    Raises:
+        ValueError: the pair as `grow` refuses it; ``kept`` naming a layer that is not a hidden
+            Linear or Conv2d layer, or indices that are not distinct, in range and one per unit.
+    """
+    plan = _plan(small, big, None, kept)
+    return {key: tuple(axis.slot for axis in plan[key].axes) for key in small.state_dict()}
+
+
 def active_new_units(
     teacher: nn.Module,
     start: Mapping[str, Tensor],
@@ -367,11 +393,32 @@ class _Tensor:
     fill: float | None = None
 
 
-def _units(n_t: int, n_s: int, what: str, duplicate: torch.Generator | None = None) -> _Axis:
-    """Leading slots; the new features copy random teacher features with ``duplicate``, else
-    none."""
+def _units(
+    n_t: int,
+    n_s: int,
+    what: str,
+    duplicate: torch.Generator | None = None,
+    at: Tensor | None = None,
+) -> _Axis:
+    """Leading slots, or the student features ``at`` (distinct, one per teacher feature); the
+    new features copy random teacher features with ``duplicate``, else none."""
     if n_s < n_t:
         raise ValueError(f"{what}: {n_s} in the student, fewer than the teacher's {n_t}")
+    if at is not None:
+        at = torch.as_tensor(at)
+        if (
+            at.shape != (n_t,)
+            or at.dtype != torch.int64
+            or len(at.unique()) != n_t
+            or (n_t and not 0 <= int(at.min()) <= int(at.max()) < n_s)
+        ):
+            raise ValueError(
+                f"{what}: expected {n_t} distinct int64 indices in [0, {n_s}) to place the "
+                f"{n_t} units at, found {at.dtype} of shape {tuple(at.shape)}: {at.tolist()}"
+            )
+        source = torch.full((n_s,), -1)
+        source[at] = torch.arange(n_t)
+        return _Axis(at, source)
     if duplicate is not None:
         new = torch.randint(0, n_t, (n_s - n_t,), generator=duplicate)
     else:
@@ -405,11 +452,27 @@ def _same(n: int) -> _Axis:
     return _Axis(torch.arange(n), torch.arange(n))
 
 
-def _plan(teacher: nn.Module, student: nn.Module, duplicate: torch.Generator | None) -> dict:
-    """`_Tensor` by ``state_dict`` key for every tensor of the pair, checked to fit both."""
+def _plan(
+    teacher: nn.Module,
+    student: nn.Module,
+    duplicate: torch.Generator | None,
+    kept: Mapping[str, Tensor] | None = None,
+) -> dict:
+    """`_Tensor` by ``state_dict`` key for every tensor of the pair, checked to fit both; the
+    units of Linear or Conv2d layer ``name`` at the student's units ``kept[name]`` (default:
+    leading)."""
+    kept = dict(kept or {})
     layers = _layers(teacher, student)
     producing = [name for name, t, _ in layers if not isinstance(t, nn.BatchNorm2d)]
     last = producing[-1] if producing else None
+    placeable = [name for name, t, _ in layers if isinstance(t, nn.Linear | nn.Conv2d)]
+    for name in kept:
+        if name not in placeable or name == last:
+            hidden = ", ".join(repr(n) for n in placeable if n != last) or "none"
+            raise ValueError(
+                f"kept: {name!r} is not a hidden Linear or Conv2d layer of the model (the "
+                f"output layer's classes are not units); its hidden layers are {hidden}"
+            )
     plan: dict[str, _Tensor] = {}
     current: _Axis | None = None  # the features the next layer reads; None: the model's input
     channels = False  # whether ``current`` are a convolution's channels
@@ -421,7 +484,7 @@ def _plan(teacher: nn.Module, student: nn.Module, duplicate: torch.Generator | N
         if isinstance(t, nn.Linear):
             inputs = _linear_inputs(label, key, current, channels, t.in_features, s.in_features)
             what = f"{label} ('{key}weight') out_features"
-            out = _units(t.out_features, s.out_features, what, units)
+            out = _units(t.out_features, s.out_features, what, units, kept.get(name))
             plan[f"{key}weight"] = _Tensor((out, inputs), reads=1)
             if t.bias is not None:
                 plan[f"{key}bias"] = _Tensor((out,))
@@ -441,7 +504,7 @@ def _plan(teacher: nn.Module, student: nn.Module, duplicate: torch.Generator | N
             else:
                 inputs = _follow(what, current, channels, True, t.in_channels, s.in_channels)
             what = f"{label} ('{key}weight') out_channels"
-            out = _units(t.out_channels, s.out_channels, what, units)
+            out = _units(t.out_channels, s.out_channels, what, units, kept.get(name))
             kernel = tuple(_same(k) for k in t.weight.shape[2:])
             plan[f"{key}weight"] = _Tensor((out, inputs, *kernel), reads=1)
             if t.bias is not None:

@@ -3,6 +3,7 @@
 from ..losses import Task
 from .batched import can_batch, fit_many, stacks
 from .cache import TeacherCache, TeacherRun, fingerprint
+from .calibration import ECE_BINS, Reliability, expected_calibration_error, reliability
 from .devices import available_devices, check_device
 from .hooks import capture
 from .loop import (
@@ -17,6 +18,8 @@ from .loop import (
 )
 
 __all__ = [
+    "ECE_BINS",
+    "Reliability",
     "Task",
     "TeacherCache",
     "TeacherRun",
@@ -29,10 +32,12 @@ __all__ = [
     "check_device",
     "check_optimizer",
     "evaluate",
+    "expected_calibration_error",
     "fingerprint",
     "fit",
     "fit_many",
     "metrics",
     "predict",
+    "reliability",
     "stacks",
 ]

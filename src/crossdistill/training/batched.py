@@ -29,11 +29,15 @@ rounding, amplified over 30 epochs, moved its Test accuracies by up to 0.005."""
 
 def can_batch(method: nn.Module) -> bool:
     """Whether `fit_many` trains copies of ``method`` as one stacked model (else one by one):
-    not when it holds an `UNBATCHABLE` module, nor when it has a ``before_epoch`` hook (see
-    `crossdistill.training.Trainable`), which works on one method's own modules."""
+    not when it holds an `UNBATCHABLE` module or one whose class sets ``batchable = False``
+    (such as a module that draws random numbers, whose stacked draws would differ from one
+    run's), nor when it has a ``before_epoch`` hook (see `crossdistill.training.Trainable`),
+    which works on one method's own modules."""
     if hasattr(method, "before_epoch"):
         return False
-    return not any(isinstance(m, UNBATCHABLE) for m in method.modules())
+    return not any(
+        isinstance(m, UNBATCHABLE) or not getattr(m, "batchable", True) for m in method.modules()
+    )
 
 
 def stacks(methods: Sequence[nn.Module]) -> list[list[int]]:
