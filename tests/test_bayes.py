@@ -8,9 +8,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from crossdistill.data import ArrayData
+from crossdistill.experiments import ConfigError, load_config, run_experiment
+from crossdistill.experiments.outputs import read_csv
 from crossdistill.methods import (
     GaussianPosterior,
     MeanField,
@@ -23,7 +26,7 @@ from crossdistill.methods import (
     teacher_column,
 )
 from crossdistill.models import placed, unit_slots
-from crossdistill.registries import models
+from crossdistill.registries import datasets, models
 from crossdistill.training import (
     can_batch,
     evaluate,
@@ -296,3 +299,62 @@ def test_expected_calibration_error_by_hand():
     by_hand = 0.5 * abs(0.5 - 0.9) + 0.5 * abs(0.5 - 0.6)
     assert expected_calibration_error(probabilities.log(), y) == pytest.approx(by_hand)
     assert expected_calibration_error(probabilities.log(), y, bins=1) == pytest.approx(0.25)
+
+
+BAYES = {
+    "kind": "bayes",
+    "name": "tiny_bayes",
+    "data": {"name": "digits", "small": 60, "seed": 0},
+    "validation": 20,
+    "teacher": {"model": {"name": "mlp", "hidden": [16, 16]}, "train": {"epochs": 3}},
+    "widths": [0.5, 0.25],
+    "train": {"epochs": 2, "batch_size": 16},
+    "samples": 2,
+    "seeds": [0, 1],
+    "arms": {
+        "scratch": {},
+        "kd": {"lam": [0.3, 0.7], "temperature": 2.0},
+        "bayes_prior": {"prior": "teacher", "start": "teacher", "prior_precision": [1.0, 10.0]},
+        "bayes_map": {"method": "map", "prior": "teacher", "start": "teacher", "lam": 0.5},
+        "teacher_init": {"start": "teacher", "rule": "random"},
+    },
+}
+
+
+def _run_bayes(folder, changes: dict, out: str):
+    path = folder / f"{out}.yaml"
+    path.write_text(yaml.safe_dump({**BAYES, **changes}))
+    run_experiment(load_config(path), folder / out, progress=False)
+    return read_csv(folder / out / "table.csv")
+
+
+def test_bayes_kind_end_to_end_and_resumes(tmp_path):
+    table = _run_bayes(tmp_path, {}, "run")
+    cells = {(row["arm"], row["metric"]): row for row in table}
+    for arm in BAYES["arms"]:
+        for width, hidden in ((0.5, 8), (0.25, 4)):
+            unit = f"{arm}@{width:g}"
+            assert float(cells[unit, "ece"]["n"]) == 2
+            assert 0 <= float(cells[unit, "ece"]["mean"]) <= 1
+            parameters = 64 * hidden + hidden + hidden * hidden + hidden + hidden * 10 + 10
+            assert float(cells[unit, "parameters"]["mean"]) == parameters
+    assert float(cells["bayes_prior@0.5", "prior_precision"]["mean"]) in (1.0, 10.0)
+    assert float(cells["scratch@0.5", "prior_precision"]["mean"]) == 1.0
+    out = tmp_path / "run"
+    for figure in ("reliability.png", "accuracy.png"):
+        assert (out / "figures" / figure).stat().st_size > 0
+    bins = read_csv(out / "reliability.csv")
+    assert sum(int(r["count"]) for r in bins if r["arm"] == "kd@0.5" and r["seed"] == "0") == len(
+        datasets.build(BAYES["data"]).test
+    )
+    again = _run_bayes(tmp_path, {}, "run")  # resumes every unit, curvature included
+    assert again == table
+
+
+def test_bayes_config_is_checked_before_anything_is_written(tmp_path):
+    with pytest.raises(ConfigError, match="prior_precision.*must be positive, found 0"):
+        _run_bayes(tmp_path, {"arms": {"scratch": {"prior_precision": [1.0, 0.0]}}}, "swept")
+    spec = {"model": {"name": "mlp"}, "train": {"epochs": 1}}
+    with pytest.raises(ConfigError, match="sets no `hidden` or `channels` to narrow"):
+        _run_bayes(tmp_path, {"teacher": spec}, "unnarrowed")
+    assert not (tmp_path / "swept").exists() and not (tmp_path / "unnarrowed").exists()

@@ -186,6 +186,14 @@ def test_getting_started_example_is_the_readme_example_and_distils() -> None:
     assert example["history"][-1]["accuracy"] > 0.8
 
 
+def test_bayes_guide_teachers_prior_beats_the_isotropic_one() -> None:
+    (example,) = _page("docs/guides/bayes.md")
+    scores = example["scores"]
+    teacher, isotropic = scores["teacher's prior"], scores["N(0, I) prior"]
+    assert 0.88 < teacher["accuracy"] < 0.92 and 0.82 < isotropic["accuracy"] < 0.86
+    assert all(0 <= s["ece"] <= 1 for s in scores.values())
+
+
 def test_cross_domain_teacher_helps_the_cache_runs_once_and_unlabelled_rows_help() -> None:
     distilled, translated, cached, unlabelled, consistent = _page("docs/guides/cross-domain.md")
     accuracy = unlabelled["accuracy"]

@@ -9,6 +9,7 @@ GDDA-SVM learns several imitation weights, on data whose truth is known), `growt
 """
 
 from . import (  # noqa: F401  (register the kinds)
+    bayes,
     deep_gdda,
     distillation,
     gdda,

@@ -639,6 +639,93 @@ class GrowthStudentConfig(StudentConfig):
     data: DataConfig | None = None
 
 
+class BayesArmConfig(SweptArm):
+    """An arm of a Bayesian distillation config (Grabovoy and Strijov, 2021): how a student of
+    each width learns.
+
+    - ``method``: ``variational`` (a `crossdistill.methods.MeanField` student on the evidence
+      lower bound, `crossdistill.methods.VariationalDistillation`) or ``map`` (point weights,
+      the maximum a posteriori, `crossdistill.methods.PriorMAP`);
+    - ``prior``: ``isotropic`` (N(0, I / τ)) or ``teacher`` (the teacher's diagonal Laplace
+      posterior N(μ, 1 / (τ + h)), h its curvature, restricted to the units the student
+      keeps);
+    - ``prior_precision``: τ > 0 (in 1 / squared weight units), one value or a sweep chosen on
+      validation with λ and T;
+    - ``start``: ``own`` (the student's own initialisation) or ``teacher`` (the teacher's
+      weights at the kept units); a variational student's σ starts at the config's
+      ``initial_std`` either way;
+    - ``rule``: how the kept units are chosen (``snr``: the largest posterior |μ| / σ at the
+      arm's τ; ``random``), where the prior or the start reads the teacher;
+    - ``lam`` (default 1: no teacher term) and ``temperature``: the KD soft term, as in a
+      distillation arm.
+    """
+
+    lam: Sweep = 1.0
+    method: Literal["variational", "map"] = "variational"
+    prior: Literal["isotropic", "teacher"] = "isotropic"
+    prior_precision: Sweep = 1.0
+    start: Literal["own", "teacher"] = "own"
+    rule: Literal["snr", "random"] = "snr"
+
+    @model_validator(mode="after")
+    def _check_precision(self) -> BayesArmConfig:
+        for value in _as_list(self.prior_precision):
+            if value <= 0:
+                raise FieldError("prior_precision", f"must be positive, found {value}")
+        return self
+
+    def bayes_settings(self) -> list[tuple[float, float, float]]:
+        """Every (λ, T, τ) of the sweep, in config order."""
+        return [
+            (lam, temperature, tau)
+            for (lam, temperature), tau in itertools.product(
+                self.settings(), _as_list(self.prior_precision)
+            )
+        ]
+
+
+class BayesConfig(_Strict):
+    """Bayesian distillation (Grabovoy and Strijov, 2021, "Bayesian distillation of deep
+    learning models"): one ``teacher`` trained on Big (through its ``transform``), the
+    ``curvature`` of its negative log-likelihood over its own training rows (for its diagonal
+    Laplace posterior), and students that keep a fraction of its width (``widths``: each
+    ``hidden`` / ``channels`` entry of its model spec times the fraction, rounded), trained on
+    Small by every arm and seed. The teacher reads the student's images through ``mapping``
+    φ for the soft term. Swept settings are chosen on ``validation`` rows of Small (lowest
+    mean cross-entropy over the seeds). Test is scored once, after the last epoch;
+    variational students start with σ = ``initial_std`` and predict with the mean weights
+    (``samples`` 0) or the mean softmax of ``samples`` seeded draws."""
+
+    kind: Literal["bayes"]
+    name: str
+    description: str = ""
+    data: DataConfig
+    teacher: TeacherConfig
+    curvature: Literal["fisher", "empirical"] = "fisher"
+    mapping: MappingSpec = "identity"
+    widths: Annotated[
+        list[Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]], Field(min_length=1)
+    ]
+    train: TrainConfig
+    initial_std: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-3
+    samples: Annotated[int, Field(ge=0)] = 0
+    arms: Annotated[dict[str, BayesArmConfig], Named] = Field(min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
+    validation: PositiveInt = 200
+    device: Device = "cpu"
+
+    @model_validator(mode="after")
+    def _check_widths(self) -> BayesConfig:
+        _unique(self.widths)
+        if not self.teacher.trained_here and self.teacher.torchscript is not None:
+            raise FieldError(
+                "teacher",
+                "needs a model spec (model and train, or model and checkpoint): the students' "
+                "specs are made from it, found a TorchScript file",
+            )
+        return self
+
+
 class GrowthConfig(_Strict):
     """Anti-distillation (Petrushina et al.): a ``teacher`` trained on D1 (its ``data``, required)
     grown into the bigger ``student`` on D2, per arm (an initialisation) and seed. ``input_map`` is
@@ -836,6 +923,7 @@ AnyConfig = (
     | GDDAMultiSourceConfig
     | GrowthConfig
     | MultiTeacherConfig
+    | BayesConfig
 )
 SCHEMAS: dict[str, type[AnyConfig]] = {
     "distillation": ExperimentConfig,
@@ -845,6 +933,7 @@ SCHEMAS: dict[str, type[AnyConfig]] = {
     "gdda_multisource": GDDAMultiSourceConfig,
     "growth": GrowthConfig,
     "multiteacher": MultiTeacherConfig,
+    "bayes": BayesConfig,
 }
 """Config classes by their ``kind`` field (absent: ``distillation``)."""
 
