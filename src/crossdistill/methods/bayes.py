@@ -416,6 +416,12 @@ class _PriorMethod(Method):
         t2_scale: bool,
     ) -> None:
         super().__init__(student)
+        network = student.model if isinstance(student, MeanField) else student
+        if set(prior.mean) != set(trainable(network)):
+            raise ValueError(
+                f"prior: over {sorted(prior.mean)}, the student's parameters are "
+                f"{sorted(trainable(network))}"
+            )
         if rows < 1:
             raise ValueError(f"rows: expected the number of training rows, ≥ 1, found {rows}")
         register_lam_temperature(self, lam, temperature)
@@ -472,11 +478,6 @@ class VariationalDistillation(_PriorMethod):
     ) -> None:
         if not isinstance(student, MeanField):
             raise TypeError(f"student: expected a MeanField, found {type(student).__name__}")
-        if set(prior.mean) != set(student.names):
-            raise ValueError(
-                f"prior: over {sorted(prior.mean)}, the student's parameters are "
-                f"{sorted(student.names)}"
-            )
         super().__init__(student, prior, rows, lam, temperature, teacher, soften_student, t2_scale)
 
     def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
@@ -510,11 +511,6 @@ class PriorMAP(_PriorMethod):
         soften_student: bool = True,
         t2_scale: bool = True,
     ) -> None:
-        if set(prior.mean) != set(trainable(student)):
-            raise ValueError(
-                f"prior: over {sorted(prior.mean)}, the student's parameters are "
-                f"{sorted(trainable(student))}"
-            )
         super().__init__(student, prior, rows, lam, temperature, teacher, soften_student, t2_scale)
 
     def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
