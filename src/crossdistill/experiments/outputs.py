@@ -42,10 +42,23 @@ METRIC_LABELS = {
     "training_seconds": "training seconds",
     "selection_seconds": "of which selection",
     "runs": "student runs",
+    "unlabelled_rows": "unlabelled rows",
+    "ece": "test ECE",
+    "teacher_ece": "f∘φ ECE",
+    "prior_precision": "τ",
 }
 
 
-SETTINGS = ("lam", "temperature", "latent_weight", "margin", "triplet_weight", "runs")
+SETTINGS = (
+    "lam",
+    "temperature",
+    "latent_weight",
+    "margin",
+    "triplet_weight",
+    "runs",
+    "unlabelled_rows",
+    "prior_precision",
+)
 """Metrics that are chosen settings or counts, not measurements: printed as plain numbers."""
 
 
