@@ -177,7 +177,7 @@ class BayesKind(ExperimentKind):
         arm_level = {
             "lam": lam,
             "temperature": temperature,
-            "parameters": count_parameters(network(methods[0])),
+            "parameters": count_parameters(methods[0].network),
             "teacher_parameters": count_parameters(self.teacher),
             **{
                 f"teacher_{m}": v
@@ -311,13 +311,6 @@ class BayesKind(ExperimentKind):
             for r in records
         ]
         return chosen, selection
-
-
-def network(method: Method) -> nn.Module:
-    """The student network of ``method``: inside its `MeanField` for a variational student (whose
-    σ doubles the trained parameters, not the network's weights)."""
-    student = method.student
-    return student.model if isinstance(student, MeanField) else student
 
 
 def narrowed(spec: Spec, fraction: float) -> Spec:

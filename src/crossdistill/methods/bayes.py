@@ -416,7 +416,7 @@ class _PriorMethod(Method):
         t2_scale: bool,
     ) -> None:
         super().__init__(student)
-        network = student.model if isinstance(student, MeanField) else student
+        network = self.network
         if set(prior.mean) != set(trainable(network)):
             raise ValueError(
                 f"prior: over {sorted(prior.mean)}, the student's parameters are "
@@ -433,6 +433,13 @@ class _PriorMethod(Method):
         for i, name in enumerate(self.prior_names):
             self.register_buffer(f"prior_mean_{i}", prior.mean[name].clone(), persistent=False)
             self.register_buffer(f"prior_variance_{i}", prior.variance[name].clone(), False)
+
+    @property
+    def network(self) -> nn.Module:
+        """The student network the prior is over: inside the `MeanField` of a variational
+        student (whose σ doubles the trained parameters, not the network's weights)."""
+        student = self.student
+        return student.model if isinstance(student, MeanField) else student
 
     def prior(self) -> dict[str, tuple[Tensor, Tensor]]:
         """Parameter name → (mean, variance) of the prior."""
