@@ -3,6 +3,7 @@ of a mean-field student, the MAP variant, the Laplace curvature and the calibrat
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -28,12 +29,12 @@ from crossdistill.methods import (
 from crossdistill.models import placed, unit_slots
 from crossdistill.registries import datasets, models
 from crossdistill.training import (
-    can_batch,
     evaluate,
     expected_calibration_error,
     fit,
     fit_many,
     reliability,
+    stacking,
 )
 
 
@@ -185,7 +186,8 @@ def test_mean_field_draws_in_training_and_evaluates_deterministically():
     assert torch.allclose(q(x).exp().sum(1), torch.ones(5))
     q.train()
     assert not torch.allclose(q(x), model(x))
-    assert not can_batch(VariationalDistillation(q, GaussianPosterior.isotropic(model), rows=5))
+    method = VariationalDistillation(q, GaussianPosterior.isotropic(model), rows=5)
+    assert stacking([method, copy.deepcopy(method)]) == "apart"
 
 
 def tiny_data(rows: int = 60, seed: int = 0) -> ArrayData:

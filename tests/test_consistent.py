@@ -3,6 +3,8 @@ same view for student and teacher."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import yaml
@@ -14,7 +16,7 @@ from crossdistill.experiments.config import load_config
 from crossdistill.methods import ConsistentDistillation, consistent_columns, teacher_views
 from crossdistill.methods.consistent import INDEX, views_column
 from crossdistill.registries import methods
-from crossdistill.training import TeacherCache, can_batch, fit
+from crossdistill.training import TeacherCache, fit, stacking
 
 
 def _images(n: int = 40, seed: int = 0) -> ArrayData:
@@ -125,7 +127,8 @@ def test_built_by_name_trains_alone_and_refuses_regression():
         offer={"lam": 0.5, "temperature": 2.0, "teacher": "t", "task": "classification"},
         student=_student(),
     )
-    assert method.columns == ("x", "y", INDEX, "views/t") and not can_batch(method)
+    assert method.columns == ("x", "y", INDEX, "views/t")
+    assert stacking([method, copy.deepcopy(method)]) == "apart"
     columns = consistent_columns(_images(), _Counting(), None, method.views, teacher_name="t")
     history = fit(method, columns, epochs=2, batch_size=16)
     assert all(torch.isfinite(torch.tensor(row["train_loss"])) for row in history)

@@ -15,7 +15,7 @@ from crossdistill.methods import (
     WeightedDistillation,
 )
 from crossdistill.registries import methods
-from crossdistill.training import can_batch, fit, fit_many
+from crossdistill.training import fit, fit_many, stacking
 
 CLASSES = 4
 
@@ -138,7 +138,7 @@ def test_fixed_weights_split_the_teacher_share_and_stack():
         for seed, lam in [(0, 0.2), (1, 0.6)]
     ]
     assert built[0].weights() == pytest.approx({"labels": 0.2, "noise": 0.4, "truth": 0.4})
-    assert can_batch(built[0])
+    assert stacking(built) == "vmap"
     alone = [
         WeightedDistillation(_student(seed), teachers=["noise", "truth"], lam=lam)
         for seed, lam in [(0, 0.2), (1, 0.6)]
@@ -150,10 +150,10 @@ def test_fixed_weights_split_the_teacher_share_and_stack():
 
 
 def test_learned_weights_train_one_run_at_a_time():
-    method = GDDADistillation(_student(), teachers=["truth"])
-    assert not can_batch(method)
+    methods = [GDDADistillation(_student(seed), teachers=["truth"]) for seed in (0, 1)]
+    assert stacking(methods) == "apart"
     histories = fit_many(
-        [method, GDDADistillation(_student(1), teachers=["truth"])],
+        methods,
         _problem(),
         seeds=[0, 1],
         epochs=1,

@@ -232,7 +232,7 @@ def test_own_method_trains_with_its_named_losses_and_stacks() -> None:
     last = example["history"][-1]
     assert {"train_labels", "train_teacher", "train_hint"} <= set(last)
     assert last["accuracy"] > 0.8
-    assert example["can_batch"](example["students"][0])
+    assert example["stacking"](example["students"]) == "vmap"
 
 
 def test_multi_teacher_example_merges_aligns_and_teaches() -> None:

@@ -7,9 +7,10 @@ import statistics
 import pytest
 import torch
 
+import crossdistill.training.batched as batched_module
 import crossdistill.training.cache as cache_module
 from crossdistill.cli import main
-from crossdistill.experiments import distillation, run_experiment
+from crossdistill.experiments import run_experiment
 from crossdistill.experiments.config import load_config
 from crossdistill.experiments.outputs import read_csv
 
@@ -108,18 +109,20 @@ def test_interrupted_experiment_resumes_to_the_same_results(tmp_path, monkeypatc
     config = load_config("digits", [*TINY_DIGITS, "arms.teacher.lam=[0.3,0.7]", "seeds=[0,1]"])
     run_experiment(config, tmp_path / "whole", progress=False)
 
-    original, calls = distillation.evaluate, {"n": 0}
+    original, calls = batched_module.metrics, {"n": 0}
 
-    def crashing(*args, **kwargs):
+    def crashing(*args, **kwargs):  # Test scores of the stacked students, epoch by epoch
         calls["n"] += 1
-        if calls["n"] == 20:
+        if calls["n"] == 13:  # arm teacher, epoch 3 (no_teacher: 4 epochs × 2 seeds before)
             raise KeyboardInterrupt("simulated crash")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(distillation, "evaluate", crashing)
+    monkeypatch.setattr(batched_module, "metrics", crashing)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(distillation, "evaluate", original)
+    kept = torch.load(tmp_path / "resumed" / "checkpoints" / "teacher-seeds.pt", weights_only=True)
+    assert [len(history) for history in kept["histories"]] == [2, 2]  # written on Ctrl-C
+    monkeypatch.setattr(batched_module, "metrics", original)
     run_experiment(config, tmp_path / "resumed", progress=False)
 
     for name in ("metrics.csv", "selection.csv", "table.csv", "teacher.csv"):

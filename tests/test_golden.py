@@ -1,9 +1,11 @@
 """Golden reduced runs: one small config of each experiment kind reproduces its committed table.
 
-The expected ``tests/golden/<kind>.csv`` were written by the code before the method-contract
-redesign (issue 12); a change that moves any table value is caught here. Fit times are not
-compared (they are measurements, not results). To refresh an expected table after a change
-whose effect is explained in the README: ``python tests/test_golden.py``.
+The expected ``tests/golden/<name>.csv`` were written by earlier code: the first six before the
+method contract was redesigned, ``multiteacher``, ``bayes`` and ``distillation_cnn`` before
+students were stacked by layers (the CNN students of ``distillation_cnn`` trained one by one
+then, and stack now: `NEWLY_STACKED`). A change that moves any table value is caught here.
+Fit times are not compared (they are measurements, not results). To refresh an expected table
+after a change whose effect is explained in the docs: ``python tests/test_golden.py [NAME]``.
 """
 
 from __future__ import annotations
@@ -18,12 +20,27 @@ from crossdistill.experiments.config import load_config
 from crossdistill.experiments.outputs import read_csv, write_csv
 
 GOLDEN = Path(__file__).parent / "golden"
-KINDS = ("distillation", "regression", "privileged", "gdda", "gdda_multisource", "growth")
+KINDS = (
+    "distillation",
+    "regression",
+    "privileged",
+    "gdda",
+    "gdda_multisource",
+    "growth",
+    "multiteacher",
+    "bayes",
+    "distillation_cnn",
+)
+"""The golden configs: one per experiment kind, and CNN students of the distillation kind."""
 UNCOMPARED = ("seconds", "seconds_grid", "objective_seconds", "seconds_to_best")
 """Metrics that are wall times."""
 
 TOLERANCE = 1e-6
 """Absolute tolerance on every mean and std (the README prints 4 decimals)."""
+
+NEWLY_STACKED = {"distillation_cnn": 1e-5}
+"""Golden runs whose students trained apart when their tables were written and stack now, with
+the tolerance of `crossdistill.training.fit_many` (stacked kernels round differently)."""
 
 
 def _table(kind: str, out: Path) -> list[dict]:
@@ -43,7 +60,8 @@ def test_reduced_run_reproduces_its_golden_table(kind: str, tmp_path: Path) -> N
     for key, row in expected.items():
         assert found[key]["n"] == row["n"], key
         for column in ("mean", "std"):
-            assert float(found[key][column]) == pytest.approx(float(row[column]), abs=TOLERANCE), (
+            tolerance = NEWLY_STACKED.get(kind, TOLERANCE)
+            assert float(found[key][column]) == pytest.approx(float(row[column]), abs=tolerance), (
                 key,
                 column,
             )

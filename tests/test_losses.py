@@ -14,6 +14,7 @@ from crossdistill.losses import (
     multidomain_loss,
     regression_distill_loss,
     semi_hard_triplets,
+    task_loss,
     triplet_loss,
 )
 
@@ -248,3 +249,24 @@ def test_semi_hard_triplets_reject_bad_shapes() -> None:
         semi_hard_triplets(torch.zeros(4), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="labels"):
         semi_hard_triplets(torch.zeros(4, 2), torch.zeros(3, dtype=torch.long))
+
+
+def test_stacked_losses_are_each_models_own_batch_mean() -> None:
+    """`kd_loss` and `task_loss` on (K, B, R): model k's loss as on its (B, R) alone."""
+    torch.manual_seed(0)
+    student, teacher = torch.randn(3, 5, 4), torch.randn(3, 5, 4)
+    target, labelled = torch.randint(0, 4, (3, 5)), torch.rand(3, 5) > 0.4
+    temperature = torch.tensor([1.0, 2.5, 4.0])
+    for soften in (True, False):
+        stacked = kd_loss(student, teacher, temperature, soften_student=soften)
+        alone = [
+            kd_loss(student[k], teacher[k], temperature[k], soften_student=soften) for k in range(3)
+        ]
+        assert stacked.shape == (3,) and torch.allclose(stacked, torch.stack(alone))
+    for mask in (None, labelled):
+        stacked = task_loss("classification", student, target, mask)
+        alone = [
+            task_loss("classification", student[k], target[k], None if mask is None else mask[k])
+            for k in range(3)
+        ]
+        assert torch.allclose(stacked, torch.stack(alone))

@@ -161,13 +161,18 @@ class _Strict(BaseModel):
 
 
 class TrainConfig(_Strict):
-    """How one model trains: epochs, batch size (rows per step), the optimizer spec and the
-    precision (``bf16``: bfloat16 autocast, for GPUs)."""
+    """How one model trains: epochs, batch size (rows per step), the optimizer spec, the
+    precision (``bf16``: bfloat16 autocast, for GPUs) and ``checkpoint_every``: epochs between
+    checkpoints (default: a checkpoint only at the end of each training and on an interrupt;
+    see `crossdistill.training.fit`)."""
 
     epochs: PositiveInt
     batch_size: PositiveInt = 64
     optimizer: OptimizerSpec = Field(default_factory=lambda: {"name": "adam", "lr": 1e-3})
     precision: Literal["float32", "bf16"] = "float32"
+    checkpoint_every: Annotated[
+        PositiveInt | None, Field(exclude_if=lambda every: every is None)
+    ] = None
 
 
 class DataConfig(_Strict):

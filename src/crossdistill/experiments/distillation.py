@@ -186,8 +186,8 @@ class DistillationKind(ExperimentKind):
             batched=self.config.batched,
             checkpoints=self.out / "checkpoints" / file_name(name),
             names=[f"student of arm {name!r}, seed {seed}" for seed in seeds],
-            validate=self._score,
             progress=self.progress,
+            **self._scoring(),
         )
         for seed, history in zip(seeds, histories, strict=True):
             rows += [
@@ -305,9 +305,10 @@ class DistillationKind(ExperimentKind):
             self._mappings[key] = mappings.build(spec)
         return self._mappings[key]
 
-    def _score(self, model: nn.Module) -> dict[str, float]:
-        """A final run's Test metrics after an epoch (`crossdistill.training.evaluate`)."""
-        return evaluate(model, self.splits.test, self.task)
+    def _scoring(self) -> dict:
+        """How a final run scores Test after every epoch (`train_seeds` keywords): riding the
+        stack, `crossdistill.training.fit_many`'s ``score``."""
+        return {"score": self.splits.test, "task": self.task}
 
     def _phi(self, arm: ArmConfig, teacher: str) -> nn.Module:
         """The mapping φ in front of ``teacher`` for arm ``arm``: the arm's ``mapping``."""

@@ -488,7 +488,8 @@ class _ArmTrainer:
                 for setting in settings
                 for seed in seeds
             ],
-            validate=(lambda model: evaluate(model, kind.splits.test, TASK)) if final else None,
+            score=kind.splits.test if final else None,
+            task=TASK,
             progress=kind.progress,
         )
         count = len(seeds)

@@ -121,13 +121,14 @@ def prepare_teacher(
 
 
 def training(train: TrainConfig) -> dict:
-    """`fit` keywords (``epochs``, ``batch_size``, ``optimizer``, ``precision``) of a train
-    config."""
+    """`fit` keywords (``epochs``, ``batch_size``, ``optimizer``, ``precision``,
+    ``checkpoint_every``) of a train config."""
     return {
         "epochs": train.epochs,
         "batch_size": train.batch_size,
         "optimizer": train.optimizer,
         "precision": train.precision,
+        "checkpoint_every": train.checkpoint_every,
     }
 
 
@@ -141,6 +142,8 @@ def train_seeds(
     checkpoints: Path | None,
     names: Sequence[str],
     validate: Callable[[nn.Module], dict[str, float]] | None = None,
+    score: ArrayData | None = None,
+    task: Task = "classification",
     progress: bool = False,
 ) -> list[list[dict]]:
     """Train each method (``methods[k]`` with the batch order of ``seeds[k]``, on ``train`` or
@@ -149,7 +152,8 @@ def train_seeds(
     methods unlike the first, e.g. at λ = 1 among λ < 1, form further stacks, checkpoints
     ``-seeds1.pt``, …, see `crossdistill.training.stacks`), else one `fit` each
     (``<checkpoints>-seed<s>.pt``). ``checkpoints`` is a path stem, or None for no checkpoints;
-    returns each method's history.
+    ``validate``, ``score`` and ``task`` are those of `fit` and `fit_many` (a stack scores
+    ``score`` in stacked passes); returns each method's history.
 
     Raises:
         ValueError: one by one with checkpoints, a seed given twice (their runs would share
@@ -169,6 +173,8 @@ def train_seeds(
                 train if shared else [train[k] for k in group],
                 seeds=[seeds[k] for k in group],
                 validate=validate,
+                score=score,
+                task=task,
                 checkpoint=None
                 if checkpoints is None
                 else checkpoints.with_name(f"{checkpoints.name}-seeds{g or ''}.pt"),
@@ -185,6 +191,8 @@ def train_seeds(
             train if shared else train[k],
             seed=seed,
             validate=validate,
+            score=score,
+            task=task,
             checkpoint=None
             if checkpoints is None
             else checkpoints.with_name(f"{checkpoints.name}-seed{seed}.pt"),

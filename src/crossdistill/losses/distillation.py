@@ -60,17 +60,30 @@ def kd_loss(
     ``student_logits`` z and ``teacher_logits`` v are (N, R); returns a scalar. ``temperature``
     is a number (checked > 0) or a 0-dim tensor, e.g. a method's buffer stacked by
     `crossdistill.training.fit_many` (not checked: its method checked it when built).
+
+    K models stacked by layers (`crossdistill.training.fit_many`) give z and v as (K, B, R)
+    and ``temperature`` as a number or a (K,) tensor; the result is then (K,), each model's
+    own batch mean.
     """
-    if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
+    stacked = student_logits.dim() == 3
+    if student_logits.shape != teacher_logits.shape or student_logits.dim() not in (2, 3):
         raise ValueError(
             f"student_logits {tuple(student_logits.shape)} and teacher_logits "
-            f"{tuple(teacher_logits.shape)} must both be (N, R)"
+            f"{tuple(teacher_logits.shape)} must both be (N, R), or (K, B, R) when stacked"
         )
     if not isinstance(temperature, Tensor):
         _check_temperature(temperature)
-    soft_targets = F.softmax(teacher_logits / temperature, dim=1)
-    student = student_logits / temperature if soften_student else student_logits
-    loss = F.cross_entropy(student, soft_targets)
+    if stacked:
+        each = temperature[:, None, None] if isinstance(temperature, Tensor) else temperature
+        soft_targets = F.softmax(teacher_logits / each, dim=-1)
+        student = student_logits / each if soften_student else student_logits
+        # F.cross_entropy's own sum over rows and classes, then / B, for each model
+        logs = F.log_softmax(student, dim=-1)
+        loss = -(logs * soft_targets).sum((1, 2)) / student.shape[1]
+    else:
+        soft_targets = F.softmax(teacher_logits / temperature, dim=1)
+        student = student_logits / temperature if soften_student else student_logits
+        loss = F.cross_entropy(student, soft_targets)
     return loss * temperature**2 if t2_scale else loss
 
 
@@ -114,7 +127,21 @@ def task_loss(task: Task, output: Tensor, target: Tensor, labelled: Tensor | Non
     ``target`` is never read, only its placeholder's shape and dtype), and the sum over the
     labelled rows is still divided by N, so that each labelled row weighs what it weighs in a
     batch without unlabelled rows.
+
+    K classifiers stacked by layers (`crossdistill.training.fit_many`) give ``output``
+    (K, B, R), ``target`` and ``labelled`` (K, B); the result is then (K,), each model's own
+    batch mean. Regression is not stacked this way.
     """
+    if task == "classification" and output.dim() == 3:
+        count, batch, classes = output.shape
+        if labelled is not None:
+            target = torch.where(labelled, target, 0)
+        per_row = F.cross_entropy(
+            output.reshape(-1, classes), target.reshape(-1), reduction="none"
+        ).reshape(count, batch)
+        if labelled is None:
+            return per_row.mean(-1)
+        return torch.where(labelled, per_row, 0.0).sum(-1) / batch
     if labelled is None:
         if task == "classification":
             return F.cross_entropy(output, target)

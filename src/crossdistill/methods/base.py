@@ -101,6 +101,17 @@ class Method(nn.Module):
     """
 
     columns: tuple[str, ...] = ("x", "y")
+    stacks_layers: bool = False
+    """Whether `forward_train` follows the stacked-layers rule, so that
+    `crossdistill.training.fit_many` may train K copies as one (its ``"layers"`` stacking): it
+    is then called once for the K models with every column ``(K, B, …)`` (model k's batch in
+    row k), ``student`` a `crossdistill.training.stacked.StackedModel` mapping ``(K, B, …)``
+    to ``(K, B, R)``, and every buffer outside the student ``(K,)`` (model k's setting in
+    entry k), and it returns each loss as ``(K,)``, model k's own batch mean. The losses of
+    `crossdistill.losses` that take a leading model dimension (`crossdistill.losses.task_loss`
+    for classification, `crossdistill.losses.kd_loss`) and arithmetic that broadcasts ``(K,)``
+    settings against them keep it. A method that sets it trains no parameter outside its
+    student."""
 
     def __init__(self, student: nn.Module) -> None:
         super().__init__()

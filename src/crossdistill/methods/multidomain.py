@@ -54,6 +54,7 @@ class Distillation(Method):
         register_lam_temperature(self, lam, temperature)
         self.teacher = teacher
         self.t2_scale, self.soften_student, self.task = t2_scale, soften_student, task
+        self.stacks_layers = task == "classification"
         self.unlabelled = unlabelled
         columns = ("x", "y") if lam == 1.0 else ("x", "y", teacher_column(teacher))
         self.columns = (*columns, LABELLED) if unlabelled else columns

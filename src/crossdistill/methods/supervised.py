@@ -23,6 +23,7 @@ class Supervised(Method):
     def __init__(self, student: nn.Module, task: Task = "classification") -> None:
         super().__init__(student)
         self.task = task
+        self.stacks_layers = task == "classification"
 
     def forward_train(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         output = self.student(batch["x"])

@@ -1,7 +1,7 @@
 """The training loop, evaluation, the teacher-output cache and forward hooks."""
 
 from ..losses import Task
-from .batched import can_batch, fit_many, stacks
+from .batched import fit_many, stacking, stacks
 from .cache import TeacherCache, TeacherRun, fingerprint
 from .calibration import ECE_BINS, Reliability, expected_calibration_error, reliability
 from .devices import available_devices, check_device
@@ -27,7 +27,6 @@ __all__ = [
     "TrainingDiverged",
     "available_devices",
     "build_optimizer",
-    "can_batch",
     "capture",
     "check_device",
     "check_optimizer",
@@ -39,5 +38,6 @@ __all__ = [
     "metrics",
     "predict",
     "reliability",
+    "stacking",
     "stacks",
 ]

@@ -1,12 +1,15 @@
-"""Many runs of one architecture trained at once as one stacked model (``torch.func``): the
-seeds of a sweep cost about one run's per-step overhead instead of one each."""
+"""Many runs of one architecture trained at once as one stacked model: the seeds and settings
+of a sweep cost about one run's per-step overhead instead of one each. Stacked layers
+(`crossdistill.training.stacked`) where the method and its student allow, else ``torch.func``'s
+vmap, else one run at a time (`stacking`)."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -14,29 +17,41 @@ from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from ..data.arrays import ArrayData, Columns
-from ..files import atomic_path, read_rebuildable
+from ..files import read_rebuildable
+from ..losses import Task
 from . import distributed
 from .devices import resident_device
-from .loop import PRECISIONS, Trainable, _check_diverged, build_optimizer, fit, flush_denormals
+from .loop import (
+    PRECISIONS,
+    Checkpoints,
+    Trainable,
+    _check_diverged,
+    build_optimizer,
+    fit,
+    flush_denormals,
+    metrics,
+)
+from .stacked import stack_models
 
-UNBATCHABLE = (nn.modules.batchnorm._BatchNorm, nn.RNNBase, nn.modules.conv._ConvNd)
-"""Modules `can_batch` refuses, whose runs train one by one: ``aten::lstm`` (and the other RNNs)
-has no vmap rule; vmap's batch-norm backward rounds differently from the plain one (final
-metrics move by ~1e-3 after 20 epochs on the digits); and convolutions under vmap gained
-nothing on ``multiteacher_cifar10``'s CNN students (788 s against 771 s one by one) while their
-rounding, amplified over 30 epochs, moved its Test accuracies by up to 0.005."""
+UNVMAPPABLE = (nn.modules.batchnorm._BatchNorm, nn.RNNBase, nn.modules.conv._ConvNd)
+"""Modules a vmap stack refuses: ``aten::lstm`` (and the other RNNs) has no vmap rule; vmap's
+batch-norm backward rounds differently from the plain one (final metrics move by ~1e-3 after
+20 epochs on the digits); and convolutions under vmap gained nothing on
+``multiteacher_cifar10``'s CNN students (788 s against 771 s one by one) while their rounding,
+amplified over 30 epochs, moved its Test accuracies by up to 0.005. Stacked layers
+(`crossdistill.training.stacked`) cover convolutions and batch norm."""
 
 
-def can_batch(method: nn.Module) -> bool:
-    """Whether `fit_many` trains copies of ``method`` as one stacked model (else one by one):
-    not when it holds an `UNBATCHABLE` module or one whose class sets ``batchable = False``
-    (such as a module that draws random numbers, whose stacked draws would differ from one
-    run's), nor when it has a ``before_epoch`` hook (see `crossdistill.training.Trainable`),
-    which works on one method's own modules."""
+def _vmappable(method: nn.Module) -> bool:
+    """Whether copies of ``method`` may train as one vmap stack: not when it holds an
+    `UNVMAPPABLE` module or one whose class sets ``batchable = False`` (such as a module that
+    draws random numbers, whose stacked draws would differ from one run's), nor when it has a
+    ``before_epoch`` hook (see `crossdistill.training.Trainable`), which works on one method's
+    own modules."""
     if hasattr(method, "before_epoch"):
         return False
     return not any(
-        isinstance(m, UNBATCHABLE) or not getattr(m, "batchable", True) for m in method.modules()
+        isinstance(m, UNVMAPPABLE) or not getattr(m, "batchable", True) for m in method.modules()
     )
 
 
@@ -99,6 +114,108 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def stacking(methods: Sequence[nn.Module]) -> Literal["layers", "vmap", "apart"]:
+    """How `fit_many` trains ``methods`` (with one process):
+
+    - ``"layers"``: the methods say they follow the stacked-layers rule (``stacks_layers``,
+      see `crossdistill.methods.Method`), train no parameter outside their ``student``, and
+      `crossdistill.training.stacked.stack_models` covers the students (MLPs, CNNs, batch norm);
+    - ``"vmap"``: else, where `_vmappable` allows, one ``torch.func.vmap`` over the methods;
+    - ``"apart"``: else, or for one method, one `fit` each.
+    """
+    if len(methods) < 2 or distributed.processes() > 1:
+        return "apart"
+    first = methods[0]
+    outside = any(
+        p.requires_grad for n, p in first.named_parameters() if not n.startswith("student.")
+    )
+    if (
+        getattr(first, "stacks_layers", False)
+        and not outside
+        and not hasattr(first, "before_epoch")
+        and stack_models([m.student for m in methods]) is not None
+    ):
+        return "layers"
+    return "vmap" if _vmappable(first) else "apart"
+
+
+class _Stack:
+    """K methods trained as one: what the loop of `fit_many` needs of a way of stacking."""
+
+    trained: list[Tensor]
+
+    def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Each named loss, ``(K,)``: model k's mean over its batch ``batch[...][k]``."""
+        raise NotImplementedError
+
+    def outputs(self, x: Tensor) -> Tensor:
+        """Every model's outputs ``(K, N, R)`` on ``x`` ``(N, ...)``, in eval mode."""
+        raise NotImplementedError
+
+    def train(self) -> None:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def load(self, state: dict[str, Tensor]) -> None:
+        raise NotImplementedError
+
+    def unstack(self) -> None:
+        """Copy the stacked state into each method (method k gets entry k)."""
+        raise NotImplementedError
+
+
+class _LayerStack(_Stack):
+    """The methods' code run once on ``(K, B, …)`` columns, their students one
+    `~crossdistill.training.stacked.StackedModel` and each setting buffer ``(K,)``."""
+
+    def __init__(self, methods: Sequence[nn.Module]) -> None:
+        self.methods = methods
+        self.method = copy.deepcopy(methods[0])
+        self.method.student = stack_models([m.student for m in methods])
+        self.settings = [n for n, _ in methods[0].named_buffers() if not n.startswith("student.")]
+        for name in self.settings:
+            owner, _, leaf = name.rpartition(".")
+            module = self.method.get_submodule(owner)
+            stacked = torch.stack([m.get_buffer(name) for m in methods])
+            module.register_buffer(
+                leaf, stacked, persistent=leaf not in module._non_persistent_buffers_set
+            )
+        self.trained = [p for p in self.method.parameters() if p.requires_grad]
+
+    def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        losses = self.method.forward_train(batch)[1]
+        for key, value in losses.items():
+            if value.shape != (len(self.methods),):
+                raise ValueError(
+                    f"{type(self.methods[0]).__name__} says it stacks by layers, but its loss "
+                    f"{key!r} has shape {tuple(value.shape)}, not ({len(self.methods)},): one "
+                    "mean per model (see `crossdistill.methods.Method.stacks_layers`)"
+                )
+        return losses
+
+    def outputs(self, x: Tensor) -> Tensor:
+        self.method.eval()
+        return self.method(x.expand(len(self.methods), *x.shape))
+
+    def train(self) -> None:
+        self.method.train()
+
+    def state(self) -> dict[str, Tensor]:
+        return self.method.state_dict()
+
+    def load(self, state: dict[str, Tensor]) -> None:
+        self.method.load_state_dict(state)
+
+    @torch.no_grad()
+    def unstack(self) -> None:
+        self.method.student.unstack([m.student for m in self.methods])
+        for k, method in enumerate(self.methods):
+            for name in self.settings:
+                method.get_buffer(name).copy_(self.method.get_buffer(name)[k])
+
+
 class _Losses(nn.Module):
     """A method whose ``forward`` is its ``forward_train``'s named losses (what vmap calls)."""
 
@@ -110,6 +227,61 @@ class _Losses(nn.Module):
         return self.method.forward_train(batch)[1]
 
 
+class _VmapStack(_Stack):
+    """The methods' parameters and buffers stacked (``torch.func.stack_module_state``), every
+    step one ``vmap`` of method 0's code over them."""
+
+    def __init__(self, methods: Sequence[nn.Module]) -> None:
+        self.wrapped = [_Losses(method) for method in methods]
+        self.params, self.buffers = stack_module_state(self.wrapped)
+        frozen = {n for n, p in self.wrapped[0].named_parameters() if not p.requires_grad}
+        for name in frozen:  # stack_module_state makes every parameter a leaf needing grad
+            self.params[name] = self.params[name].detach()
+        self.trained = [p for n, p in self.params.items() if n not in frozen]
+        self.base = copy.deepcopy(self.wrapped[0]).to("meta")
+
+        def losses_of(p: dict, b: dict, batch: dict) -> dict[str, Tensor]:
+            return functional_call(self.base, (p, b), (batch,))
+
+        def outputs_of(p: dict, b: dict, x: Tensor) -> Tensor:
+            return functional_call(self.base.method, (p, b), (x,))
+
+        self.step = vmap(losses_of, randomness="different")
+        self.predict = vmap(outputs_of, in_dims=(0, 0, None), randomness="different")
+
+    def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return self.step(self.params, self.buffers, batch)
+
+    def outputs(self, x: Tensor) -> Tensor:
+        self.base.eval()
+        inner = {k.removeprefix("method."): v for k, v in self.params.items()}
+        buffers = {k.removeprefix("method."): v for k, v in self.buffers.items()}
+        return self.predict(inner, buffers, x)
+
+    def train(self) -> None:
+        self.base.train()
+
+    def state(self) -> dict[str, Tensor]:
+        return {**{n: p.detach() for n, p in self.params.items()}, **self.buffers}
+
+    @torch.no_grad()
+    def load(self, state: dict[str, Tensor]) -> None:
+        for name, value in state.items():
+            (self.params if name in self.params else self.buffers)[name].copy_(value)
+
+    @torch.no_grad()
+    def unstack(self) -> None:
+        for k, module in enumerate(self.wrapped):
+            for name, value in module.named_parameters():
+                value.copy_(self.params[name][k])
+            for name, value in module.named_buffers():
+                value.copy_(self.buffers[name][k])
+
+
+SCORE_ROWS = 4096
+"""Rows of all K models together in one stacked forward pass of `fit_many`'s ``score``."""
+
+
 def fit_many(
     methods: Sequence[Trainable],
     train: ArrayData | Mapping[str, Tensor] | Sequence[Mapping[str, Tensor]],
@@ -119,7 +291,10 @@ def fit_many(
     batch_size: int = 64,
     optimizer: Mapping[str, Any] | None = None,
     validate: Callable[[nn.Module], dict[str, float]] | None = None,
+    score: ArrayData | None = None,
+    task: Task = "classification",
     checkpoint: str | Path | None = None,
+    checkpoint_every: int | None = None,
     progress: bool = False,
     names: Sequence[str] | None = None,
     precision: str = "float32",
@@ -127,14 +302,22 @@ def fit_many(
     """Train K methods of one architecture as `fit` trains each: method k from its own initial
     weights, with the batch order of ``seeds[k]``, on ``train`` (shared) or ``train[k]``.
 
-    Where `can_batch` allows and K > 1, the K methods are stacked
-    (``torch.func.stack_module_state``) and every step is one ``vmap`` over them with one
-    optimizer over the stacked parameters — the same per-element updates as K runs of `fit`
-    (Adam, SGD, RMSprop and AdamW act element-wise);
-    the tests require the final metrics to agree within 1e-5. Otherwise each trains by `fit`
-    (then ``checkpoint`` gets ``-<k>`` before its suffix, one file per method): a single
-    method trains faster that way than through vmap, and with several processes
-    (`crossdistill.training.distributed`) each method's batches are split across them.
+    How they train together is `stacking`'s choice, shown on the progress bar:
+
+    - ``"layers"``: one copy of the method runs on ``(K, B, …)`` columns with the K students
+      as one `~crossdistill.training.stacked.StackedModel` (``baddbmm``, grouped
+      convolutions, batch norm over K × C channels) and each setting buffer ``(K,)``; its
+      losses are ``(K,)`` (the rule of `crossdistill.methods.Method.stacks_layers`);
+    - ``"vmap"``: the methods' state stacked (``torch.func.stack_module_state``) and every
+      step one ``vmap`` over them;
+    - ``"apart"``: one `fit` each (then ``checkpoint`` gets ``-<k>`` before its suffix, one
+      file per method); with several processes (`crossdistill.training.distributed`) each
+      method's batches are split across them.
+
+    Stacked, one optimizer steps all the stacked parameters: the same per-element updates as
+    K runs of `fit` (Adam, SGD, RMSprop and AdamW act element-wise, and each model's loss is its
+    own batch mean). The tests require the final metrics to agree with K `fit` runs within
+    1e-5, per model family.
 
     Args:
         methods: the methods, alike but for the values of their parameters and buffers (such
@@ -144,9 +327,16 @@ def fit_many(
         epochs, batch_size, optimizer, precision: as in `fit`; ``train`` (stacked when given
             per method) is kept on the methods' device where it fits, as there.
         validate: called with each method after each epoch; its dict joins that method's
-            metrics.
-        checkpoint: one file for the stack, written after every epoch (atomically); training
-            resumes from it with the same result as an uninterrupted run.
+            metrics (stacked, the methods are brought up to date for it every epoch).
+        score, task: as in `fit` (the metrics of ``score`` join each method's after each
+            epoch), computed for all K models together in stacked forward passes of
+            `SCORE_ROWS` rows in all, without bringing the methods up to date.
+        checkpoint: one file for the stack, written as `fit` writes its own (after the last
+            epoch, every ``checkpoint_every`` epochs, and on an interrupt, atomically);
+            training resumes from it with the same result as an uninterrupted run. A file
+            of another way of stacking is treated as damaged (rebuilt, with a warning).
+        checkpoint_every: epochs between checkpoints (default None: at the end and on an
+            interrupt only).
         progress: one progress bar for the stack.
         names: each method in messages (default ``model 0``, …).
 
@@ -154,10 +344,10 @@ def fit_many(
         Each method's `fit` history, in order.
 
     Raises:
-        ValueError: methods to be stacked differ where vmap would silently use method 0's:
-            a submodule's type or plain attribute (``columns``, a λ kept as a float, …), or a
-            parameter's or buffer's name, shape, dtype or trained flag; the message names the
-            method and what differs.
+        ValueError: methods to be stacked differ where the stack would silently use method
+            0's: a submodule's type or plain attribute (``columns``, a λ kept as a float, …),
+            or a parameter's or buffer's name, shape, dtype or trained flag; the message names
+            the method and what differs.
         TrainingDiverged: a method's epoch loss or validation metric is not finite, or
             exploded (`fit`'s rule), naming that method.
     """
@@ -172,14 +362,18 @@ def fit_many(
     if len(per_method) != count:
         raise ValueError(f"give one dataset per method: {count} methods, {len(per_method)} sets")
     settings = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer}
-    if count == 1 or not can_batch(methods[0]) or distributed.processes() > 1:
+    how = stacking(methods)
+    if how == "apart":
         return [
             fit(
                 method,
                 data,
                 seed=seed,
                 validate=validate,
+                score=score,
+                task=task,
                 checkpoint=None if checkpoint is None else _numbered(Path(checkpoint), k),
+                checkpoint_every=checkpoint_every,
                 progress=progress,
                 name=name,
                 precision=precision,
@@ -193,8 +387,8 @@ def fit_many(
         why = _difference(methods[0], method)
         if why is not None:
             raise ValueError(
-                f"{names[k]} cannot be stacked with {names[0]} (vmap runs the first method's "
-                f"Python code for all): {why}; train unlike methods apart (see `stacks`)"
+                f"{names[k]} cannot be stacked with {names[0]} (the stack runs the first "
+                f"method's Python code for all): {why}; train unlike methods apart (see `stacks`)"
             )
     device = next(methods[0].parameters()).device
     columns = _stacked_columns(per_method, methods[0].columns, shared)
@@ -202,49 +396,34 @@ def fit_many(
     columns = {name: column.to(host) for name, column in columns.items()}
     first_column = next(iter(columns.values()))
     rows = first_column.shape[0 if shared else 1]
-    wrapped = [_Losses(method) for method in methods]
-    params, buffers = stack_module_state(wrapped)
-    frozen = {n for n, p in wrapped[0].named_parameters() if not p.requires_grad}
-    for name in frozen:  # stack_module_state makes every parameter a leaf that requires grad
-        params[name] = params[name].detach()
-    base = copy.deepcopy(wrapped[0]).to("meta")
-    opt = build_optimizer(
-        optimizer or {"name": "adam", "lr": 1e-3},
-        [p for n, p in params.items() if n not in frozen],
-    )
+    stack = _LayerStack(methods) if how == "layers" else _VmapStack(methods)
+    opt = build_optimizer(optimizer or {"name": "adam", "lr": 1e-3}, stack.trained)
     orders = [torch.Generator().manual_seed(seed) for seed in seeds]
     histories: list[list[dict[str, float]]] = [[] for _ in range(count)]
     first: list[float | None] = [None] * count
 
     path = None if checkpoint is None else Path(checkpoint)
-    state = None if path is None else read_rebuildable(path, _read_stack)
+    checkpoints = Checkpoints(path, checkpoint_every, epochs)
+    state = None if path is None else read_rebuildable(path, partial(_read_stack, how=how))
     if state is not None:
-        with torch.no_grad():
-            for name, value in state["params"].items():
-                params[name].copy_(value)
-            for name, value in state["buffers"].items():
-                buffers[name].copy_(value)
+        stack.load(state["stack"])
         opt.load_state_dict(state["optimizer"])
         for order, saved in zip(orders, state["orders"], strict=True):
             order.set_state(saved)
         torch.set_rng_state(state["torch_rng"])
         histories, first = state["histories"], state["first_losses"]
 
-    def losses_of(p: dict, b: dict, batch: dict) -> dict[str, Tensor]:
-        return functional_call(base, (p, b), (batch,))
-
-    step = vmap(losses_of, randomness="different")
     every = torch.arange(count, device=host)[:, None]
-    with flush_denormals():
+    with flush_denormals(), checkpoints.kept_on_exit():
         bar = tqdm(
             total=epochs,
             initial=len(histories[0]),
-            desc=f"{names[0]} and {count - 1} more" if count > 1 else names[0],
+            desc=f"{names[0]} and {count - 1} more, stacked by {how}",
             disable=None if progress else True,
             leave=False,
         )
         for epoch in range(len(histories[0]) + 1, epochs + 1):
-            base.train()
+            stack.train()
             order = torch.stack([torch.randperm(rows, generator=g) for g in orders]).to(host)
             totals: dict[str, Tensor] = {}
             for start in range(0, rows, batch_size):
@@ -254,7 +433,7 @@ def fit_many(
                     for name, column in columns.items()
                 }
                 with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
-                    losses = step(params, buffers, batch)
+                    losses = stack.losses(batch)
                 if "loss" in losses:
                     kind = type(methods[0]).__name__
                     raise ValueError(f"{kind} names a loss 'loss', fit's total")
@@ -267,32 +446,49 @@ def fit_many(
                         first[k] = float(summed[k].detach())
                 for key, value in losses.items():
                     totals[key] = totals.get(key, 0.0) + value.detach() * index.shape[1]
-            _unstack(params, buffers, wrapped)
+            scores = _stacked_scores(stack, score, task, count)
+            if validate is not None:
+                stack.unstack()
             for k in range(count):
                 named = {f"train_{key}": float(v[k]) / rows for key, v in totals.items()}
-                metrics = {"epoch": epoch, "train_loss": sum(named.values()), **named}
+                metrics = {"epoch": epoch, "train_loss": sum(named.values()), **named, **scores[k]}
                 if validate is not None:
                     metrics |= validate(methods[k])
                 _check_diverged(metrics, first[k], names[k], epoch)
                 histories[k].append(metrics)
-            if path is not None:
-                with atomic_path(path) as tmp:
-                    torch.save(
-                        {
-                            "params": {n: p.detach() for n, p in params.items()},
-                            "buffers": buffers,
-                            "optimizer": opt.state_dict(),
-                            "orders": [g.get_state() for g in orders],
-                            "torch_rng": torch.get_rng_state(),
-                            "histories": histories,
-                            "first_losses": first,
-                        },
-                        tmp,
-                    )
+            checkpoints.finished(
+                epoch,
+                {
+                    "stacking": how,
+                    "stack": stack.state(),
+                    "optimizer": opt.state_dict(),
+                    "orders": [g.get_state() for g in orders],
+                    "torch_rng": torch.get_rng_state(),
+                    "histories": histories,
+                    "first_losses": first,
+                },
+            )
             bar.update()
         bar.close()
-    _unstack(params, buffers, wrapped)
+    stack.unstack()
     return histories
+
+
+@torch.no_grad()
+def _stacked_scores(
+    stack: _Stack, score: ArrayData | None, task: Task, count: int
+) -> list[dict[str, float]]:
+    """Each model's `metrics` on ``score`` (empty dicts without it), from stacked passes."""
+    if score is None:
+        return [{} for _ in range(count)]
+    step = max(1, SCORE_ROWS // count)
+    device = stack.trained[0].device
+    outputs = torch.cat(
+        [stack.outputs(score.x[i : i + step].to(device)) for i in range(0, len(score.x), step)],
+        dim=1,
+    )
+    stack.train()
+    return [metrics(outputs[k], score.y, task) for k in range(count)]
 
 
 def _stacked_columns(per_method: list, needed: Sequence[str], shared: bool) -> dict[str, Tensor]:
@@ -314,23 +510,15 @@ def _stacked_columns(per_method: list, needed: Sequence[str], shared: bool) -> d
     return {name: torch.stack([data[name] for data in sets]) for name in needed}
 
 
-def _unstack(params: dict, buffers: dict, wrapped: list[_Losses]) -> None:
-    """Copy the stacked state into each method (method k gets entry k)."""
-    with torch.no_grad():
-        for k, module in enumerate(wrapped):
-            for name, value in module.named_parameters():
-                value.copy_(params[name][k])
-            for name, value in module.named_buffers():
-                value.copy_(buffers[name][k])
-
-
 def _numbered(path: Path, k: int) -> Path:
     return path.with_name(f"{path.stem}-{k}{path.suffix}")
 
 
-def _read_stack(path: Path) -> dict:
+def _read_stack(path: Path, how: str) -> dict:
     state = torch.load(path, map_location="cpu", weights_only=True)
-    keys = {"params", "buffers", "optimizer", "orders", "torch_rng", "histories", "first_losses"}
+    keys = {"stacking", "stack", "optimizer", "orders", "torch_rng", "histories", "first_losses"}
     if not isinstance(state, dict) or set(state) != keys:
         raise ValueError(f"not a checkpoint of fit_many (expected the entries {', '.join(keys)})")
+    if state["stacking"] != how:
+        raise ValueError(f"a checkpoint of methods stacked by {state['stacking']}, not by {how}")
     return state

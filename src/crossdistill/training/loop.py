@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import math
@@ -153,6 +154,54 @@ def flush_denormals() -> Iterator[None]:
         torch.set_flush_denormal(False)
 
 
+class Checkpoints:
+    """When `fit` and `fit_many` write their checkpoint file: after every ``every``-th epoch
+    (None: none between) and after the last one; and, when training stops by an exception
+    (Ctrl-C included), the state at the end of the last epoch it finished. Only the process
+    of rank 0 writes.
+
+    Args:
+        path: the file, or None for no checkpoints.
+        every: epochs between writes, a positive integer, or None.
+        epochs: the epoch after which training ends.
+    """
+
+    def __init__(self, path: Path | None, every: int | None, epochs: int) -> None:
+        if every is not None and (
+            isinstance(every, bool) or not isinstance(every, int) or every < 1
+        ):
+            raise ValueError(
+                f"checkpoint_every: expected a positive integer or None, found {every!r}"
+            )
+        self.path, self.every, self.epochs = path, every, epochs
+        self._unwritten: dict | None = None
+
+    def finished(self, epoch: int, state: dict) -> None:
+        """Epoch ``epoch`` finished; ``state`` is what a checkpoint holds now (its tensors may
+        be the live ones: a state kept for later is copied)."""
+        if self.path is None or not main_process():
+            return
+        if epoch == self.epochs or (self.every is not None and epoch % self.every == 0):
+            self._write(state)
+            self._unwritten = None
+        else:
+            self._unwritten = copy.deepcopy(state)
+
+    @contextmanager
+    def kept_on_exit(self) -> Iterator[None]:
+        """Write the last finished epoch's state, if not yet written, when the body raises."""
+        try:
+            yield
+        except BaseException:
+            if self._unwritten is not None:
+                self._write(self._unwritten)
+            raise
+
+    def _write(self, state: dict) -> None:
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+
+
 PRECISIONS = ("float32", "bf16")
 """What `fit` trains in: plain float32, or bfloat16 autocast."""
 
@@ -183,7 +232,10 @@ def fit(
     optimizer: Mapping[str, Any] | None = None,
     seed: int = 0,
     validate: Callable[[nn.Module], dict[str, float]] | None = None,
+    score: ArrayData | None = None,
+    task: Task = "classification",
     checkpoint: str | Path | None = None,
+    checkpoint_every: int | None = None,
     progress: bool = False,
     name: str = "model",
     precision: str = "float32",
@@ -201,9 +253,15 @@ def fit(
         optimizer: ``{"name": "adam", "lr": 1e-3}`` style spec (default Adam, lr 1e-3).
         seed: seeds the batch order; the model's initial weights are the caller's.
         validate: called with ``method`` after each epoch; its dict joins the epoch's metrics.
-        checkpoint: file written (atomically) after every epoch with the method, optimizer,
-            random states and metrics so far; if it exists, training resumes from it and gives
-            the same result as an uninterrupted run.
+        score: data whose `metrics` (for ``task``) join the epoch's metrics after each epoch
+            (`evaluate`), before those of ``validate``.
+        checkpoint: file written (atomically) with the method, optimizer, random states and
+            metrics so far: after the last epoch, after every ``checkpoint_every``-th, and with
+            the last finished epoch when training stops by an exception or Ctrl-C
+            (`Checkpoints`). If it exists, training resumes from it and gives the same result
+            as an uninterrupted run.
+        checkpoint_every: epochs between checkpoints (default None: only at the end and on
+            an interrupt).
         progress: show a progress bar, labelled ``name``.
         name: the model in messages, e.g. ``"student of arm 'noise', seed 1"``.
         precision: ``"float32"``, or ``"bf16"``: each step's forward pass and losses under
@@ -242,6 +300,7 @@ def fit(
             f"lacks (it has {', '.join(columns)})"
         )
     path = None if checkpoint is None else Path(checkpoint)
+    checkpoints = Checkpoints(path, checkpoint_every, epochs)
     state = None if path is None else read_rebuildable(path, _read_checkpoint)
     if state is not None:
         method.load_state_dict(state["model"])
@@ -265,7 +324,7 @@ def fit(
         history, first_loss = state["history"], state["first_loss"]
     distributed.describe_batches(batch_size, name)
 
-    with flush_denormals():
+    with flush_denormals(), checkpoints.kept_on_exit():
         bar = tqdm(
             total=epochs,
             initial=len(history),
@@ -298,23 +357,23 @@ def fit(
                 for k, v in zip(totals, summed, strict=True)
             }
             metrics = {"epoch": epoch, "train_loss": sum(named.values()), **named, **before}
+            if score is not None:
+                metrics |= evaluate(method, score, task)
             if validate is not None:
                 metrics |= validate(method)
             _check_diverged(metrics, first_loss, name, epoch)
             history.append(metrics)
-            if path is not None and main_process():
-                with atomic_path(path) as tmp:
-                    torch.save(
-                        {
-                            "model": method.state_dict(),
-                            "optimizer": opt.state_dict(),
-                            "order": order.get_state(),
-                            "torch_rng": torch.get_rng_state(),
-                            "history": history,
-                            "first_loss": first_loss,
-                        },
-                        tmp,
-                    )
+            checkpoints.finished(
+                epoch,
+                {
+                    "model": method.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "order": order.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "first_loss": first_loss,
+                },
+            )
             bar.update()
             bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k != "epoch"})
         bar.close()
