@@ -13,11 +13,12 @@ The sweep: a given teacher (784-512-512-10 MLP), a 784-64-10 student on FashionM
   outputs, training with Test scored riding the stacks, checkpoints, tables and figures);
 - ``api``: the training alone through the Python API, one `fit_many` call of the 30
   `Distillation` methods on the cached teacher outputs (made before the clock starts), without
-  Test scores.
+  Test scores;
+- ``api_scored``: the same call with ``score=Test``: the API doing the CLI's work.
 
-Each round times the three in turn, starting one later each round. The ratios straightforward /
-cli (target ≥ 10) and cli / api (target ≤ 1.3) are taken within a round; the script prints
-their minimum, median and maximum over the rounds.
+Each round times the four in turn, starting one later each round. The ratios straightforward /
+cli (target ≥ 10), cli / api (target ≤ 1.3) and cli / api_scored are taken within a round; the
+script prints their minimum, median and maximum over the rounds.
 
     python benchmarks/sweep.py [--rounds N] [--epochs E]
 
@@ -155,7 +156,7 @@ def main() -> None:
                 [*command, "--out", str(out), "--quiet"], check=True, capture_output=True
             )
 
-        def api(round_: int) -> None:
+        def api(round_: int, score=None) -> None:
             methods = []
             for lam, temperature in SETTINGS:
                 for seed in SEEDS:
@@ -163,13 +164,21 @@ def main() -> None:
                     student = models.build(STUDENT, in_shape=(1, 28, 28), num_outputs=10)
                     methods.append(Distillation(student, lam=lam, temperature=temperature))
             seeds = [seed for _ in SETTINGS for seed in SEEDS]
-            fit_many(methods, columns, seeds=seeds, epochs=args.epochs, batch_size=64)
+            fit_many(methods, columns, seeds=seeds, score=score, epochs=args.epochs, batch_size=64)
 
-        ways = {"straightforward": straightforward, "cli": cli, "api": api}
+        def api_scored(round_: int) -> None:
+            api(round_, score=splits.test)
+
+        ways = {
+            "straightforward": straightforward,
+            "cli": cli,
+            "api": api,
+            "api_scored": api_scored,
+        }
         times: dict[str, list[float]] = {name: [] for name in ways}
         for round_ in range(args.rounds):
             names = list(ways)
-            for name in names[round_ % 3 :] + names[: round_ % 3]:
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                 start = time.perf_counter()
                 ways[name](round_)
                 times[name].append(time.perf_counter() - start)
@@ -181,6 +190,7 @@ def main() -> None:
         "cli / api training (target ≤ 1.3)": [
             a / b for a, b in zip(times["cli"], times["api"], strict=True)
         ],
+        "cli / api_scored": [a / b for a, b in zip(times["cli"], times["api_scored"], strict=True)],
     }
     print(f"\n{'':38} {'min':>6} {'median':>7} {'max':>6}")
     for name, found in times.items():

@@ -169,13 +169,14 @@ def test_test_scores_ride_the_stack(family) -> None:
 
 def test_stackable_covers_the_zoo_but_lstms_dropout_and_modules_of_their_own() -> None:
     build = {k: models.build(v, in_shape=(1, 8, 8), num_outputs=10) for k, v in FAMILIES.items()}
-    assert {k: stackable(m) for k, m in build.items()} == {
+    assert {k: stackable([m, m]) for k, m in build.items()} == {
         k: v == "layers" for k, v in STACKING.items()
     }
-    assert not stackable(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)))
-    assert not stackable(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect")))
-    assert not stackable(nn.BatchNorm2d(2, momentum=None))
-    assert stackable(nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Tanh()))
+    assert not stackable([nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))])
+    assert not stackable([nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"))])
+    assert not stackable([nn.BatchNorm2d(2, momentum=None)])
+    assert stackable([nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Tanh())])
+    assert not stackable([nn.Sequential(nn.Linear(4, 3)), nn.Sequential(nn.Linear(4, 2))])
 
 
 def test_a_method_that_breaks_the_stacked_layers_rule_is_named() -> None:

@@ -31,7 +31,7 @@ from .loop import (
     flush_denormals,
     metrics,
 )
-from .stacked import stack_models
+from .stacked import StackedModel, stackable
 
 UNVMAPPABLE = (nn.modules.batchnorm._BatchNorm, nn.RNNBase, nn.modules.conv._ConvNd)
 """Modules a vmap stack refuses: ``aten::lstm`` (and the other RNNs) has no vmap rule; vmap's
@@ -119,7 +119,7 @@ def stacking(methods: Sequence[nn.Module]) -> Literal["layers", "vmap", "apart"]
 
     - ``"layers"``: the methods say they follow the stacked-layers rule (``stacks_layers``,
       see `crossdistill.methods.Method`), train no parameter outside their ``student``, and
-      `crossdistill.training.stacked.stack_models` covers the students (MLPs, CNNs, batch norm);
+      `crossdistill.training.stacked.stackable` takes the students (MLPs, CNNs, batch norm);
     - ``"vmap"``: else, where `_vmappable` allows, one ``torch.func.vmap`` over the methods;
     - ``"apart"``: else, or for one method, one `fit` each.
     """
@@ -133,7 +133,7 @@ def stacking(methods: Sequence[nn.Module]) -> Literal["layers", "vmap", "apart"]
         getattr(first, "stacks_layers", False)
         and not outside
         and not hasattr(first, "before_epoch")
-        and stack_models([m.student for m in methods]) is not None
+        and stackable([m.student for m in methods])
     ):
         return "layers"
     return "vmap" if _vmappable(first) else "apart"
@@ -173,7 +173,7 @@ class _LayerStack(_Stack):
     def __init__(self, methods: Sequence[nn.Module]) -> None:
         self.methods = methods
         self.method = copy.deepcopy(methods[0])
-        self.method.student = stack_models([m.student for m in methods])
+        self.method.student = StackedModel([m.student for m in methods])
         self.settings = [n for n, _ in methods[0].named_buffers() if not n.startswith("student.")]
         for name in self.settings:
             owner, _, leaf = name.rpartition(".")

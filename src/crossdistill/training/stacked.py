@@ -20,14 +20,30 @@ ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.GELU, nn.Sigmoid, nn.Identity, nn.LeakyReLU)
 """Modules that act on each element alone: the same module serves the stack in any layout."""
 
 
-def stackable(model: nn.Module) -> bool:
-    """Whether `stack_models` covers ``model``: an ``nn.Sequential`` (nested ones included) of
-    ``Linear``, ``Conv2d`` (zero padding), ``BatchNorm1d``/``BatchNorm2d`` (with running
+def stackable(models: Sequence[nn.Module]) -> bool:
+    """Whether `StackedModel` takes ``models``: one or more models alike (the same layers, with
+    the same settings and parameter shapes), each an ``nn.Sequential`` (nested ones included)
+    of ``Linear``, ``Conv2d`` (zero padding), ``BatchNorm1d``/``BatchNorm2d`` (with running
     statistics and a momentum), ``MaxPool2d``/``AvgPool2d``, ``Flatten`` (from dimension 1)
     and `ELEMENTWISE` modules. Not an LSTM, dropout (its draws would differ from one run's) or
     any module with a ``forward`` of its own."""
+    if not models or not all(map(_covered, models)):
+        return False
+    first = _leaves(models[0])
+    return all(
+        len(leaves) == len(first)
+        and all(
+            type(a) is type(b) and _signature(a) == _signature(b)
+            for a, b in zip(first, leaves, strict=True)
+        )
+        for leaves in map(_leaves, models[1:])
+    )
+
+
+def _covered(model: nn.Module) -> bool:
+    """Whether every module of ``model`` has a stacked form (see `stackable`)."""
     if type(model) is nn.Sequential:
-        return all(stackable(child) for child in model)
+        return all(_covered(child) for child in model)
     if isinstance(model, nn.Conv2d):
         return type(model) is nn.Conv2d and model.padding_mode == "zeros"
     if isinstance(model, nn.BatchNorm1d | nn.BatchNorm2d):
@@ -41,8 +57,7 @@ class StackedModel(nn.Module):
     """K models alike but for their weights, as one module (see the module docstring).
 
     Args:
-        models: K models that `stackable` accepts, of one architecture (the same layers with
-            the same shapes and settings); their parameters and buffers are copied.
+        models: K models that `stackable` accepts; their parameters and buffers are copied.
 
     ``forward(x)``: ``x`` ``(K, B, *in_shape)`` → ``(K, B, R)``; in training mode each batch
     norm updates each model's running statistics from that model's rows only, exactly as K
@@ -51,7 +66,7 @@ class StackedModel(nn.Module):
 
     def __init__(self, models: Sequence[nn.Module]) -> None:
         super().__init__()
-        if not models or not all(stackable(m) for m in models):
+        if not stackable(models):
             raise ValueError("StackedModel needs models that `stackable` accepts")
         self.count = len(models)
         self.layers = nn.ModuleList(
@@ -76,22 +91,6 @@ class StackedModel(nn.Module):
             for layer, leaf in zip(self.layers, _leaves(model), strict=True):
                 if hasattr(layer, "copy_into"):
                     layer.copy_into(leaf, k)
-
-
-def stack_models(models: Sequence[nn.Module]) -> StackedModel | None:
-    """A `StackedModel` of ``models`` if `stackable` accepts each and they are alike (same
-    layers, shapes and settings), else None."""
-    if not models or not all(stackable(m) for m in models):
-        return None
-    first = _leaves(models[0])
-    for model in models[1:]:
-        leaves = _leaves(model)
-        if len(leaves) != len(first) or any(
-            type(a) is not type(b) or _signature(a) != _signature(b)
-            for a, b in zip(first, leaves, strict=True)
-        ):
-            return None
-    return StackedModel(models)
 
 
 def _leaves(model: nn.Module) -> list[nn.Module]:
