@@ -3,9 +3,10 @@
 The expected ``tests/golden/<name>.csv`` were written by earlier code: the first six before the
 method contract was redesigned, ``deep_gdda``, ``multiteacher``, ``bayes`` and
 ``distillation_cnn`` before students were stacked by layers (the CNN students of
-``distillation_cnn`` trained one by one then, and stack now: `NEWLY_STACKED`). A change that moves any table value is caught here.
-Fit times are not compared (they are measurements, not results). To refresh an expected table
-after a change whose effect is explained in the docs: ``python tests/test_golden.py [NAME]``.
+``distillation_cnn`` trained one by one then, and stack now: `NEWLY_STACKED`). A change that
+moves any table value is caught here. Fit times are not compared (they are measurements, not
+results). To refresh an expected table after a change whose effect is explained in the docs:
+``python tests/test_golden.py [NAME]``.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def stacks(methods: Sequence[nn.Module]) -> list[list[int]]:
 
 
 def _difference(first: nn.Module, other: nn.Module) -> str | None:
-    """What of ``other`` a stack built on ``first`` would ignore (vmap runs ``first``'s Python
+    """What of ``other`` a stack built on ``first`` would ignore (a stack runs ``first``'s Python
     code with every method's parameters and buffers): a submodule's type or plain attribute,
     or a parameter's or buffer's name, shape, dtype or trained flag; None when nothing."""
     ours, theirs = dict(first.named_modules()), dict(other.named_modules())
