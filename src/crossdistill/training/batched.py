@@ -305,7 +305,7 @@ def fit_many(
     How they train together is `stacking`'s choice, shown on the progress bar:
 
     - ``"layers"``: one copy of the method runs on ``(K, B, …)`` columns with the K students
-      as one `~crossdistill.training.stacked.StackedModel` (``baddbmm``, grouped
+      as one `~crossdistill.training.stacked.StackedModel` (batched matrix products, grouped
       convolutions, batch norm over K × C channels) and each setting buffer ``(K,)``; its
       losses are ``(K,)`` (the rule of `crossdistill.methods.Method.stacks_layers`);
     - ``"vmap"``: the methods' state stacked (``torch.func.stack_module_state``) and every

@@ -1,6 +1,6 @@
 """K models of one architecture as one module of stacked layers: each layer runs the K models
-with one batched kernel (``torch.baddbmm``, a grouped convolution, batch norm over K × C
-channels) instead of ``vmap``'s per-operation bookkeeping.
+with one batched kernel (a batched matrix product, a grouped convolution, batch norm over
+K × C channels) instead of ``vmap``'s per-operation bookkeeping.
 
 A `StackedModel` maps ``(K, B, *in_shape)`` to ``(K, B, R)``: row k of the input goes through
 model k. Convolutions and batch norms work on ``(B, K·C, H, W)``, the K models' channels side by
@@ -70,7 +70,7 @@ class StackedModel(nn.Module):
             raise ValueError("StackedModel needs models that `stackable` accepts")
         self.count = len(models)
         self.layers = nn.ModuleList(
-            _stacked_layer([leaves[i] for leaves in map(_leaves, models)], self.count)
+            _stacked_layer([leaves[i] for leaves in map(_leaves, models)])
             for i in range(len(_leaves(models[0])))
         )
 
@@ -119,7 +119,8 @@ def _to_models(x: Tensor, count: int) -> Tensor:
     return x.reshape(batch, count, channels // count, *spatial).transpose(0, 1)
 
 
-def _stacked_layer(layers: list[nn.Module], count: int) -> nn.Module:
+def _stacked_layer(layers: list[nn.Module]) -> nn.Module:
+    """The stacked form of K alike layers (an elementwise one serves as it is)."""
     first = layers[0]
     if isinstance(first, nn.Linear):
         return _Linear(layers)
@@ -135,8 +136,9 @@ def _stacked_layer(layers: list[nn.Module], count: int) -> nn.Module:
 
 
 class _Linear(nn.Module):
-    """K ``Linear`` layers: ``(K, B, in)`` → ``(K, B, out)`` by one ``baddbmm`` over a
-    ``(K, in, out)`` weight."""
+    """K ``Linear`` layers: ``(K, B, in)`` → ``(K, B, out)`` by one batched matrix product
+    with a ``(K, out, in)`` weight, then the bias: the arithmetic of ``vmap`` over
+    ``F.linear``, so that a layer stack gives the numbers of a vmap stack bit for bit."""
 
     layout = "models"
 
