@@ -420,9 +420,10 @@ def test_cnn_batch_norm_sits_between_each_conv_and_its_relu() -> None:
     kinds = [type(m).__name__ for m in normed]
     assert kinds[:8] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"] * 2
     assert not any(isinstance(m, nn.BatchNorm2d) for m in plain)
-    # BatchNorm draws nothing: the convolutions and linears get the same initial weights
-    convs_and_linears = [m for m in normed if not isinstance(m, nn.BatchNorm2d)]
-    for a, b in zip(plain, convs_and_linears, strict=True):
-        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    # a convolution right before a batch norm has no bias (its gradient would be zero up to
+    # rounding); the first is drawn first either way
+    assert [m.bias is None for m in normed if isinstance(m, nn.Conv2d)] == [True, True]
+    assert all(m.bias is not None for m in plain if isinstance(m, nn.Conv2d))
+    assert torch.equal(normed[0].weight, plain[0].weight)
     with pytest.raises(ValueError, match="batch_norm"):
         cnn((1, 8, 8), 3, batch_norm="yes")  # type: ignore[arg-type]

@@ -198,9 +198,11 @@ OUTGOING = {
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("case", ["mlp", "cnn"])
 def test_gradmax_starts_with_a_larger_gradient_than_zero_out(case: str, train: bool) -> None:
-    """On the batch it grew with: the whole gradient, and (by over 30 %) its part on the new
-    units' outgoing weights, which gradmax maximises (2.3×, 2.1× in eval mode, 1.5× in train
-    mode here; on a fresh batch the whole gradient is not always larger)."""
+    """On the batch it grew with: the whole gradient, and its part on the new units' outgoing
+    weights, which gradmax maximises, by over 30 % (10 % for the batch-norm CNN in train mode,
+    whose batch statistics move with the new weights): 2.3× for the MLP, 1.8× and 1.2× for
+    the CNN in eval and train mode here. On a fresh batch the whole gradient is not always
+    larger."""
     x, y = data(CASES[case][2], CLASSES, 64, GROWTH_BATCH)
     norms, outgoing = {}, {}
     for name in ("zero_out", "gradmax"):
@@ -212,7 +214,7 @@ def test_gradmax_starts_with_a_larger_gradient_than_zero_out(case: str, train: b
         outgoing[name] = float(torch.cat(parts).norm())
         assert all(p.grad is None for p in student.parameters())
     assert norms["gradmax"] > norms["zero_out"], norms
-    assert outgoing["gradmax"] > 1.3 * outgoing["zero_out"], outgoing
+    assert outgoing["gradmax"] > (1.1 if case == "cnn" and train else 1.3) * outgoing["zero_out"]
 
 
 def test_gradmax_keeps_zero_outs_norm_budget_and_restores_the_student() -> None:
@@ -225,7 +227,10 @@ def test_gradmax_keeps_zero_outs_norm_budget_and_restores_the_student() -> None:
         assert new_rows.norm() == pytest.approx(float(own_rows.norm()), rel=1e-5)
         assert not torch.allclose(new_rows, own_rows)
         assert abs(float(new_rows[0] @ new_rows[1])) < 1e-5  # orthogonal singular vectors
-        assert torch.equal(gradmax[index].bias.detach()[-2:], torch.zeros(2))
+        bias = gradmax[index].bias  # the convolutions before a batch norm have none
+        assert (bias is None) == (index != 9)
+        if bias is not None:
+            assert torch.equal(bias.detach()[-2:], torch.zeros(2))
     # the pass over the batch left no trace: BatchNorm's statistics are zero_out's
     for key, value in zero_out.state_dict().items():
         if "running" in key or "num_batches" in key:

@@ -26,7 +26,7 @@ from ..training import evaluate, fit, predict
 from .config import ConfigError, DataConfig, GrowthArmConfig, GrowthConfig
 from .driver import ExperimentKind, Rows, field, splits_tensors, target_size
 from .outputs import markdown_table, plot_curves, summarize, write_csv
-from .teachers import load_teacher, prepare_teacher, training
+from .teachers import load_teacher, prepare_teacher, train_seeds, training
 
 TASK = "classification"
 
@@ -50,7 +50,8 @@ class GrowthKind(ExperimentKind):
 
     The directory holds ``config.yaml``, ``inputs.json``, ``teacher.csv`` (the teacher's
     per-epoch metrics on D1's Test), ``metrics.csv`` (per arm, seed and epoch: training losses,
-    D2 Test accuracy and cross-entropy, ``epoch_seconds`` of training), ``results.csv``
+    D2 Test accuracy and cross-entropy, ``epoch_seconds``: the seed's share of the epoch's
+    training time, the arm's stack of seeds training together, see `fit_many`), ``results.csv``
     (``arm, seed, metric, value``: per seed the last epoch's ``accuracy`` and
     ``cross_entropy``, ``accuracy_epoch1``, ``accuracy_epoch5`` (when the student trains at
     least 5 epochs), ``accuracy_auc`` (the mean Test accuracy over epochs 1..E),
@@ -164,14 +165,15 @@ class GrowthKind(ExperimentKind):
         return list(self.config.arms)
 
     def run_unit(self, unit: str) -> Rows:
-        """Arm ``unit``: every seed's model grown, optionally minimised by the objective on D1*,
-        trained on D2's Small and scored on D2's Test."""
+        """Arm ``unit``: every seed's model grown and optionally minimised by the objective on
+        D1*, then all of them trained together on D2's Small (`train_seeds`: one stack where
+        the model stacks) and scored on D2's Test."""
         arm, test, stem = self.config.arms[unit], self.d2.test, file_name(unit)
-        metrics, results, probabilities = [], [], []
-        for seed in self.config.seeds:
+        seeds = self.config.seeds
+        students, start_states, objective_seconds = [], [], {}
+        for seed in seeds:
             student, slots = self._grown(arm, seed)
-            start_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
-            objective_seconds = None
+            start_states.append({k: v.detach().clone() for k, v in student.state_dict().items()})
             if arm.objective is not None:
                 start = time.perf_counter()
                 rows = random_indices(
@@ -187,17 +189,25 @@ class GrowthKind(ExperimentKind):
                     name=f"growth objective of arm {unit!r}, seed {seed}",
                     **training(arm.objective.train),
                 )
-                objective_seconds = time.perf_counter() - start
-            history = fit(
-                Supervised(student),
-                self.d2.small,
-                seed=seed,
-                validate=_timed(lambda model: evaluate(model, test, TASK)),
-                checkpoint=self.out / "checkpoints" / f"{stem}-seed{seed}.pt",
-                progress=self.progress,
-                name=f"student of arm {unit!r}, seed {seed}",
-                **training(self.config.student.train),
-            )
+                objective_seconds[seed] = time.perf_counter() - start
+            students.append(student)
+        histories = train_seeds(
+            [Supervised(student) for student in students],
+            self.d2.small.columns(),
+            seeds,
+            self.config.student.train,
+            batched=True,
+            checkpoints=self.out / "checkpoints" / stem,
+            names=[f"student of arm {unit!r}, seed {seed}" for seed in seeds],
+            score=test,
+            task=TASK,
+            timed=True,
+            progress=self.progress,
+        )
+        metrics, results, probabilities = [], [], []
+        for seed, student, start_state, history in zip(
+            seeds, students, start_states, histories, strict=True
+        ):
             metrics += [{"arm": unit, "seed": seed, **row} for row in history]
             final = {
                 "accuracy": history[-1]["accuracy"],
@@ -208,8 +218,8 @@ class GrowthKind(ExperimentKind):
             active = active_new_units(self.teacher, start_state, student)
             if active is not None:  # None: the arm's model has the teacher's width
                 final["active_new_units"] = active
-            if objective_seconds is not None:  # minimising φ on D1*, before training on D2
-                final["objective_seconds"] = objective_seconds
+            if seed in objective_seconds:  # minimising φ on D1*, before training on D2
+                final["objective_seconds"] = objective_seconds[seed]
             for fraction in self.config.corruption:
                 corrupt = mappings.build(
                     {"name": "corrupt_pixels", "fraction": fraction, "seed": seed}
@@ -378,20 +388,6 @@ def _check_class_order(
         f"teacher's, in the same order: expected {given('teacher', teacher, ours)} first, "
         f"found {given('student', student, theirs)}"
     )
-
-
-def _timed(validate):
-    """``validate`` with ``epoch_seconds`` added: the wall time of the epoch's training (from
-    the previous call's end, validation itself excluded)."""
-    clock = {"since": time.perf_counter()}
-
-    def timed(model: nn.Module) -> dict[str, float]:
-        seconds = time.perf_counter() - clock["since"]
-        scores = validate(model)
-        clock["since"] = time.perf_counter()
-        return {**scores, "epoch_seconds": seconds}
-
-    return timed
 
 
 def _curve(history: list[dict]) -> dict[str, float]:

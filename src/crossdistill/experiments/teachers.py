@@ -144,6 +144,7 @@ def train_seeds(
     validate: Callable[[nn.Module], dict[str, float]] | None = None,
     score: ArrayData | None = None,
     task: Task = "classification",
+    timed: bool = False,
     progress: bool = False,
 ) -> list[list[dict]]:
     """Train each method (``methods[k]`` with the batch order of ``seeds[k]``, on ``train`` or
@@ -152,8 +153,8 @@ def train_seeds(
     methods unlike the first, e.g. at λ = 1 among λ < 1, form further stacks, checkpoints
     ``-seeds1.pt``, …, see `crossdistill.training.stacks`), else one `fit` each
     (``<checkpoints>-seed<s>.pt``). ``checkpoints`` is a path stem, or None for no checkpoints;
-    ``validate``, ``score`` and ``task`` are those of `fit` and `fit_many` (a stack scores
-    ``score`` in stacked passes); returns each method's history.
+    ``validate``, ``score``, ``task`` and ``timed`` are those of `fit` and `fit_many` (a stack
+    scores ``score`` in stacked passes); returns each method's history.
 
     Raises:
         ValueError: one by one with checkpoints, a seed given twice (their runs would share
@@ -175,6 +176,7 @@ def train_seeds(
                 validate=validate,
                 score=score,
                 task=task,
+                timed=timed,
                 checkpoint=None
                 if checkpoints is None
                 else checkpoints.with_name(f"{checkpoints.name}-seeds{g or ''}.pt"),
@@ -193,6 +195,7 @@ def train_seeds(
             validate=validate,
             score=score,
             task=task,
+            timed=timed,
             checkpoint=None
             if checkpoints is None
             else checkpoints.with_name(f"{checkpoints.name}-seed{seed}.pt"),

@@ -20,8 +20,11 @@ def cnn(
     """[Conv3×3 (padding 1) → ReLU → MaxPool2] per ``channels`` entry, then Flatten → Linear
     (``hidden``) → ReLU → Linear: (N, C, H, W) → (N, R).
 
-    ``batch_norm`` puts a ``BatchNorm2d`` after each convolution, before its ReLU (the default,
-    False, builds the same modules, and draws the same initial weights, as before the option).
+    ``batch_norm`` puts a ``BatchNorm2d`` after each convolution, before its ReLU, and leaves
+    that convolution without a bias: the batch norm subtracts the batch mean, so such a bias
+    would get a zero gradient up to rounding, which Adam would turn into steps of random sign.
+    The default, False, builds the same modules, and draws the same initial weights, as before
+    the option.
 
     Each pooling halves H and W (rounding down), so 28×28, 32×32 and 8×8 inputs all fit the
     default two stages; an input too small for the stages is a ``ValueError``.
@@ -38,7 +41,9 @@ def cnn(
     in_channels, height, width = in_shape
     layers: list[nn.Module] = []
     for out_channels in channels:
-        layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1))
+        layers.append(
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=not batch_norm)
+        )
         if batch_norm:
             layers.append(nn.BatchNorm2d(out_channels))
         layers += [nn.ReLU(), nn.MaxPool2d(2)]

@@ -6,6 +6,7 @@ vmap, else one run at a time (`stacking`)."""
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,7 @@ from .loop import (
     Checkpoints,
     Trainable,
     _check_diverged,
+    _since,
     build_optimizer,
     fit,
     flush_denormals,
@@ -295,6 +297,7 @@ def fit_many(
     task: Task = "classification",
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
+    timed: bool = False,
     progress: bool = False,
     names: Sequence[str] | None = None,
     precision: str = "float32",
@@ -337,6 +340,8 @@ def fit_many(
             of another way of stacking is treated as damaged (rebuilt, with a warning).
         checkpoint_every: epochs between checkpoints (default None: at the end and on an
             interrupt only).
+        timed: add ``epoch_seconds`` to each epoch's metrics, as in `fit`; stacked, each
+            model's share of the stack's training time (that time divided by K).
         progress: one progress bar for the stack.
         names: each method in messages (default ``model 0``, …).
 
@@ -374,6 +379,7 @@ def fit_many(
                 task=task,
                 checkpoint=None if checkpoint is None else _numbered(Path(checkpoint), k),
                 checkpoint_every=checkpoint_every,
+                timed=timed,
                 progress=progress,
                 name=name,
                 precision=precision,
@@ -423,6 +429,7 @@ def fit_many(
             leave=False,
         )
         for epoch in range(len(histories[0]) + 1, epochs + 1):
+            start = time.perf_counter()
             stack.train()
             order = torch.stack([torch.randperm(rows, generator=g) for g in orders]).to(host)
             totals: dict[str, Tensor] = {}
@@ -446,12 +453,14 @@ def fit_many(
                         first[k] = float(summed[k].detach())
                 for key, value in losses.items():
                     totals[key] = totals.get(key, 0.0) + value.detach() * index.shape[1]
+            seconds = {"epoch_seconds": _since(start, device) / count} if timed else {}
             scores = _stacked_scores(stack, score, task, count)
             if validate is not None:
                 stack.unstack()
             for k in range(count):
                 named = {f"train_{key}": float(v[k]) / rows for key, v in totals.items()}
-                metrics = {"epoch": epoch, "train_loss": sum(named.values()), **named, **scores[k]}
+                metrics = {"epoch": epoch, "train_loss": sum(named.values()), **named}
+                metrics |= seconds | scores[k]
                 if validate is not None:
                     metrics |= validate(methods[k])
                 _check_diverged(metrics, first[k], names[k], epoch)

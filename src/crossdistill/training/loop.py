@@ -7,6 +7,7 @@ import functools
 import inspect
 import math
 import operator
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -236,6 +237,7 @@ def fit(
     task: Task = "classification",
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
+    timed: bool = False,
     progress: bool = False,
     name: str = "model",
     precision: str = "float32",
@@ -262,6 +264,8 @@ def fit(
             as an uninterrupted run.
         checkpoint_every: epochs between checkpoints (default None: only at the end and on
             an interrupt).
+        timed: add ``epoch_seconds`` to each epoch's metrics: the wall time of its training
+            (``before_epoch`` and the steps; not ``score``, ``validate`` or the checkpoint).
         progress: show a progress bar, labelled ``name``.
         name: the model in messages, e.g. ``"student of arm 'noise', seed 1"``.
         precision: ``"float32"``, or ``"bf16"``: each step's forward pass and losses under
@@ -333,6 +337,7 @@ def fit(
             leave=False,
         )
         for epoch in range(len(history) + 1, epochs + 1):
+            start = time.perf_counter()
             method.train()
             before = method.before_epoch(columns, epoch) if hasattr(method, "before_epoch") else {}
             totals: dict[str, Tensor] = {}
@@ -357,6 +362,8 @@ def fit(
                 for k, v in zip(totals, summed, strict=True)
             }
             metrics = {"epoch": epoch, "train_loss": sum(named.values()), **named, **before}
+            if timed:
+                metrics["epoch_seconds"] = _since(start, device)
             if score is not None:
                 metrics |= evaluate(method, score, task)
             if validate is not None:
@@ -378,6 +385,14 @@ def fit(
             bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k != "epoch"})
         bar.close()
     return history
+
+
+def _since(start: float, device: torch.device) -> float:
+    """Seconds since ``start`` (a `time.perf_counter` reading), once ``device`` has finished
+    the work queued on it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def _read_checkpoint(path: Path) -> dict:
