@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 
 import pytest
 import torch
@@ -162,11 +163,14 @@ def test_timed_adds_each_models_share_of_the_epochs_training_time(family) -> Non
     """``timed``: ``epoch_seconds`` joins every epoch's metrics, stacked as the stack's time
     split evenly among its models; the rest of the history is unchanged."""
     spec, short = FAMILIES[family], TRAINING | {"epochs": 2}
-    timed = fit_many(_methods(spec), SMALL, seeds=SEEDS, timed=True, **short)
-    plain = fit_many(_methods(spec), SMALL, seeds=SEEDS, **short)
+    began = time.perf_counter()
+    timed = fit_many(_methods(spec), SMALL, seeds=SEEDS, score=TEST, timed=True, **short)
+    took = time.perf_counter() - began
+    plain = fit_many(_methods(spec), SMALL, seeds=SEEDS, score=TEST, **short)
     seconds = [[epoch.pop("epoch_seconds") for epoch in history] for history in timed]
     assert timed == plain
     assert all(s > 0 for history in seconds for s in history)
+    assert sum(map(sum, seconds)) < took  # training only, not the scoring
     if STACKING[family] == "layers":
         assert all(len(set(epoch)) == 1 for epoch in zip(*seconds, strict=True))
 

@@ -429,7 +429,7 @@ def fit_many(
             leave=False,
         )
         for epoch in range(len(histories[0]) + 1, epochs + 1):
-            start = time.perf_counter()
+            began = time.perf_counter()
             stack.train()
             order = torch.stack([torch.randperm(rows, generator=g) for g in orders]).to(host)
             totals: dict[str, Tensor] = {}
@@ -453,7 +453,7 @@ def fit_many(
                         first[k] = float(summed[k].detach())
                 for key, value in losses.items():
                     totals[key] = totals.get(key, 0.0) + value.detach() * index.shape[1]
-            seconds = {"epoch_seconds": _since(start, device) / count} if timed else {}
+            seconds = {"epoch_seconds": _since(began, device) / count} if timed else {}
             scores = _stacked_scores(stack, score, task, count)
             if validate is not None:
                 stack.unstack()

@@ -337,7 +337,7 @@ def fit(
             leave=False,
         )
         for epoch in range(len(history) + 1, epochs + 1):
-            start = time.perf_counter()
+            began = time.perf_counter()
             method.train()
             before = method.before_epoch(columns, epoch) if hasattr(method, "before_epoch") else {}
             totals: dict[str, Tensor] = {}
@@ -363,7 +363,7 @@ def fit(
             }
             metrics = {"epoch": epoch, "train_loss": sum(named.values()), **named, **before}
             if timed:
-                metrics["epoch_seconds"] = _since(start, device)
+                metrics["epoch_seconds"] = _since(began, device)
             if score is not None:
                 metrics |= evaluate(method, score, task)
             if validate is not None:
@@ -387,12 +387,12 @@ def fit(
     return history
 
 
-def _since(start: float, device: torch.device) -> float:
-    """Seconds since ``start`` (a `time.perf_counter` reading), once ``device`` has finished
+def _since(began: float, device: torch.device) -> float:
+    """Seconds since ``began`` (a `time.perf_counter` reading), once ``device`` has finished
     the work queued on it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - began
 
 
 def _read_checkpoint(path: Path) -> dict:
