@@ -8,9 +8,9 @@ moves any table value is caught here. Fit times are not compared (they are measu
 results). To refresh an expected table after a change whose effect is explained in the docs:
 ``python tests/test_golden.py [NAME]``.
 
-Each run is a subprocess on PyTorch's AVX2 kernels (`KERNELS`), as the tables were written: on
-a CPU with AVX-512, PyTorch's own kernels round differently, and over a few epochs that moves
-a value by up to 2e-5 (and a probe accuracy by one Test example).
+The runs are a subprocess on two threads and PyTorch's AVX2 kernels (`KERNELS`), as the tables
+were written: on one thread, or on a CPU with AVX-512, sums round differently, and over a few
+epochs that moves a value by up to 2e-5 (and a probe accuracy by one Test example).
 """
 
 from __future__ import annotations
@@ -57,8 +57,10 @@ NEWLY_STACKED = {"distillation_cnn": 1e-5}
 the tolerance of `crossdistill.training.fit_many` (stacked kernels round differently)."""
 
 
-KERNELS = {"ATEN_CPU_CAPABILITY": "avx2"} if platform.machine() in ("x86_64", "AMD64") else {}
-"""The environment of the golden runs: on x86, PyTorch's AVX2 kernels whatever the CPU has."""
+X86 = platform.machine() in ("x86_64", "AMD64")
+KERNELS = {"OMP_NUM_THREADS": "2"} | ({"ATEN_CPU_CAPABILITY": "avx2"} if X86 else {})
+"""The environment of the golden runs: two threads (a sum split over another number of threads
+rounds differently) and, on x86, PyTorch's AVX2 kernels, whatever the machine has."""
 
 RUN = """
 import sys
