@@ -72,6 +72,20 @@ def _train_mode_metrics(method) -> dict[str, float]:
         return metrics(method(TEST.x[:200]), TEST.y[:200], "classification")
 
 
+def _assert_agree(alone: list, separate: list, together: list, batched: list) -> None:
+    """Separate runs (``alone``, their histories ``separate``) and a stack (``together``,
+    ``batched``) agree within 1e-5: training loss and Test after every run's last epoch, the
+    metrics in training mode, every parameter and buffer (running statistics included)."""
+    for one, many in zip(separate, batched, strict=True):
+        assert len(one) == len(many) == TRAINING["epochs"]
+        for key in ("train_loss", "accuracy", "cross_entropy"):
+            assert many[-1][key] == pytest.approx(one[-1][key], abs=1e-5), key
+    for one, many in zip(alone, together, strict=True):
+        assert _train_mode_metrics(many) == pytest.approx(_train_mode_metrics(one), abs=1e-5)
+        for name, value in one.state_dict().items():
+            assert torch.allclose(many.state_dict()[name], value, atol=1e-5), name
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_batched_and_separate_training_agree_for_every_model_family(family) -> None:
     """Training losses, Test in eval mode, the metrics in training mode and every parameter
@@ -85,14 +99,7 @@ def test_batched_and_separate_training_agree_for_every_model_family(family) -> N
     together = _methods(spec)
     assert stacking(together) == STACKING[family]
     batched = fit_many(together, SMALL, seeds=SEEDS, validate=_validate, **TRAINING)
-    for one, many in zip(separate, batched, strict=True):
-        assert len(one) == len(many) == TRAINING["epochs"]
-        for key in ("train_loss", "accuracy", "cross_entropy"):
-            assert many[-1][key] == pytest.approx(one[-1][key], abs=1e-5), key
-    for one, many in zip(alone, together, strict=True):
-        assert _train_mode_metrics(many) == pytest.approx(_train_mode_metrics(one), abs=1e-5)
-        for name, value in one.state_dict().items():
-            assert torch.allclose(many.state_dict()[name], value, atol=1e-5), name
+    _assert_agree(alone, separate, together, batched)
 
 
 def test_a_bias_right_before_a_batch_norm_is_left_out_of_the_zoos_cnn() -> None:
@@ -123,13 +130,7 @@ def test_batch_norm_after_convolutions_and_linear_layers_stacks_exactly() -> Non
     together = [method(s) for s in SEEDS]
     assert stacking(together) == "layers"
     batched = fit_many(together, SMALL, seeds=SEEDS, validate=_validate, **TRAINING)
-    for one, many in zip(separate, batched, strict=True):
-        for key in ("train_loss", "accuracy", "cross_entropy"):
-            assert many[-1][key] == pytest.approx(one[-1][key], abs=1e-5), key
-    for one, many in zip(alone, together, strict=True):
-        assert _train_mode_metrics(many) == pytest.approx(_train_mode_metrics(one), abs=1e-5)
-        for name, value in one.state_dict().items():
-            assert torch.allclose(many.state_dict()[name], value, atol=1e-5), name
+    _assert_agree(alone, separate, together, batched)
 
 
 def test_methods_that_do_not_stack_by_layers_stack_by_vmap() -> None:
