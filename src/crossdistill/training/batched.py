@@ -487,7 +487,8 @@ def fit_many(
 def _stacked_scores(
     stack: _Stack, score: ArrayData | None, task: Task, count: int
 ) -> list[dict[str, float]]:
-    """Each model's `metrics` on ``score`` (empty dicts without it), from stacked passes."""
+    """Each model's `metrics` on ``score`` (empty dicts without it), from stacked passes in
+    eval mode (the next epoch puts the stack back in training mode)."""
     if score is None:
         return [{} for _ in range(count)]
     step = max(1, SCORE_ROWS // count)
@@ -496,7 +497,6 @@ def _stacked_scores(
         [stack.outputs(score.x[i : i + step].to(device)) for i in range(0, len(score.x), step)],
         dim=1,
     )
-    stack.train()
     return [metrics(outputs[k], score.y, task) for k in range(count)]
 
 
